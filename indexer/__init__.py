@@ -1,0 +1,1 @@
+"""The write path: scan folders, decode, embed, and keep the catalog and Chroma in step."""

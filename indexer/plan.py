@@ -1,0 +1,230 @@
+"""Decide what a run must do, by comparing what is on disk with what the catalog remembers.
+
+Cheap checks first: (size, mtime_ns) equal means unchanged. Only changed or new files are hashed;
+the hash then tells an edit from a touch, and a new path whose content vanished elsewhere is a
+move that keeps its embedding. Deletes pass the delete guard, which refuses whatever looks like
+an unmounted disk or a mass deletion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from pixseek.indexer.scan import FoundFile, RootScan
+
+from pixseek.catalog import FAILED, INDEXED, Catalog, FileRow, content_hash, record_id
+
+log = logging.getLogger(__name__)
+HASH_THREADS = 4
+
+
+@dataclass
+class Plan:
+    """The work of one run."""
+
+    unchanged: int = 0
+    touched: list[FileRow] = field(default_factory=list)
+    moves: list[tuple[FileRow, FileRow]] = field(default_factory=list)
+    to_decode: list[FileRow] = field(default_factory=list)
+    replaced_ids: set[str] = field(default_factory=set)
+    deletes: list[FileRow] = field(default_factory=list)
+    failures: list[FileRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Candidate:
+    root: str
+    found: FoundFile
+    row: FileRow | None
+    content_hash: str | None = None
+
+
+def make_plan(
+    scans: Sequence[RootScan],
+    catalog: Catalog,
+    model: str,
+    delete_share: float,
+    allow_deletes: bool = False,
+    on_hashed: Callable[[int], None] = lambda _n: None,
+) -> Plan:
+    """Compare scans with the catalog; hashes only what changed."""
+    plan = Plan()
+    candidates: list[_Candidate] = []
+    vanished: dict[str, list[FileRow]] = {}
+    for scan in scans:
+        if scan.problem:
+            plan.notes.append(f"{scan.root}: {scan.problem}; nothing there was changed")
+            continue
+        rows = catalog.rows_under(scan.root)
+        cached = catalog.cached_hashes(
+            model, (r.content_hash for r in rows.values() if r.content_hash)
+        )
+        for rel, found in scan.files.items():
+            row = rows.get(rel)
+            if row and (row.size, row.mtime_ns) == (found.size, found.mtime_ns):
+                if _is_settled(row, cached):
+                    plan.unchanged += 1
+                    continue
+                candidates.append(_Candidate(scan.root, found, row, row.content_hash))
+            else:
+                candidates.append(_Candidate(scan.root, found, row))
+        for rel, reason in scan.broken.items():
+            plan.failures.append(_failed(scan.root, rel, FoundFile(rel, 0, 0), None, reason))
+        vanished[scan.root] = [
+            row
+            for rel, row in rows.items()
+            if rel not in scan.files and scan.covers(rel) and rel not in scan.broken
+        ]
+    _hash_all(candidates, plan, on_hashed)
+    _resolve(candidates, vanished, catalog, model, plan)
+    for root, rows in vanished.items():
+        scan = next(s for s in scans if s.root == root)
+        _guard_deletes(scan, rows, catalog, delete_share, allow_deletes, plan)
+    return plan
+
+
+def _is_settled(row: FileRow, cached: set[str]) -> bool:
+    if row.status == INDEXED:
+        return row.content_hash in cached
+    return not row.retryable
+
+
+def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int], None]) -> None:
+    todo = [c for c in candidates if c.content_hash is None]
+
+    def digest(candidate: _Candidate) -> str | OSError:
+        try:
+            return content_hash(os.path.join(candidate.root, candidate.found.rel_path))
+        except OSError as error:
+            return error
+        finally:
+            on_hashed(1)
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        for candidate, result in zip(todo, pool.map(digest, todo), strict=True):
+            if isinstance(result, OSError):
+                candidate.content_hash = None
+                if not isinstance(result, FileNotFoundError):
+                    reason = (
+                        "permission denied"
+                        if isinstance(result, PermissionError)
+                        else (f"cannot read: {result.strerror or result}")
+                    )
+                    plan.failures.append(
+                        _failed(
+                            candidate.root,
+                            candidate.found.rel_path,
+                            candidate.found,
+                            candidate.row,
+                            reason,
+                        )
+                    )
+            else:
+                candidate.content_hash = result
+    candidates[:] = [c for c in candidates if c.content_hash is not None]
+
+
+def _resolve(
+    candidates: list[_Candidate],
+    vanished: dict[str, list[FileRow]],
+    catalog: Catalog,
+    model: str,
+    plan: Plan,
+) -> None:
+    gone_by_hash: dict[str, list[FileRow]] = defaultdict(list)
+    for rows in vanished.values():
+        for row in rows:
+            if row.status == INDEXED and row.content_hash:
+                gone_by_hash[row.content_hash].append(row)
+    cached = catalog.cached_hashes(model, (c.content_hash for c in candidates))
+    moved_ids: set[str] = set()
+    for candidate in candidates:
+        fresh = _row_for(candidate)
+        row = candidate.row
+        if (
+            row
+            and row.status == INDEXED
+            and row.content_hash == fresh.content_hash
+            and (fresh.content_hash in cached)
+        ):
+            plan.touched.append(replace(row, size=fresh.size, mtime_ns=fresh.mtime_ns))
+        elif row is None and gone_by_hash.get(fresh.content_hash) and fresh.content_hash in cached:
+            old = gone_by_hash[fresh.content_hash].pop()
+            moved_ids.add(old.id)
+            kept = dict(
+                width=old.width,
+                height=old.height,
+                format=old.format,
+                taken_at=old.taken_at,
+                camera=old.camera,
+            )
+            plan.moves.append((old, replace(fresh, status=INDEXED, **kept)))
+        else:
+            if row and row.status == INDEXED:
+                plan.replaced_ids.add(row.id)
+            plan.to_decode.append(fresh)
+    for root, rows in vanished.items():
+        vanished[root] = [row for row in rows if row.id not in moved_ids]
+
+
+def _guard_deletes(
+    scan: RootScan,
+    gone: list[FileRow],
+    catalog: Catalog,
+    share: float,
+    allow: bool,
+    plan: Plan,
+) -> None:
+    gone_indexed = [row for row in gone if row.status == INDEXED]
+    if gone_indexed and not allow:
+        total = sum(1 for row in catalog.rows_under(scan.root).values() if row.status == INDEXED)
+        if not scan.files:
+            plan.notes.append(
+                f"{scan.root}: root is empty, so {len(gone_indexed)} record(s) were NOT deleted "
+                "(an unmounted disk looks like this); run with --allow-deletes if it is meant"
+            )
+            return
+        if len(gone_indexed) > share * total:
+            plan.notes.append(
+                f"{scan.root}: {len(gone_indexed)} of {total} records vanished, more than "
+                f"indexer.delete_guard_share ({share:.0%}); nothing was deleted; run with "
+                "--allow-deletes if it is meant"
+            )
+            return
+    plan.deletes.extend(gone)
+
+
+def _row_for(candidate: _Candidate) -> FileRow:
+    rel = candidate.found.rel_path
+    return FileRow(
+        id=record_id(candidate.root, rel),
+        root=candidate.root,
+        rel_path=rel,
+        path=os.path.join(candidate.root, rel),
+        size=candidate.found.size,
+        mtime_ns=candidate.found.mtime_ns,
+        content_hash=candidate.content_hash,
+        status=INDEXED,
+    )
+
+
+def _failed(root: str, rel: str, found: FoundFile, row: FileRow | None, reason: str) -> FileRow:
+    failed = FileRow(
+        id=record_id(root, rel),
+        root=root,
+        rel_path=rel,
+        path=os.path.join(root, rel),
+        size=found.size,
+        mtime_ns=found.mtime_ns,
+        content_hash=row.content_hash if row else None,
+        status=FAILED,
+        reason=reason,
+    )
+    log.warning("cannot index %s: %s", failed.path, reason)
+    return failed

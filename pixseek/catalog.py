@@ -1,0 +1,250 @@
+"""The catalog: a SQLite file that is the source of truth for file state and caches embeddings.
+
+Chroma is derived from it. Every indexing batch is committed here (rows and vectors in one
+transaction) before it is written to Chroma, so a crash at any moment loses no embedding work and
+Chroma can be repaired or rebuilt from the cache without running the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+INDEXED, FAILED = "indexed", "failed"
+
+_MIGRATIONS = (
+    """
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        root TEXT NOT NULL,
+        rel_path TEXT NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        content_hash TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        retryable INTEGER NOT NULL DEFAULT 0,
+        width INTEGER,
+        height INTEGER,
+        format TEXT,
+        taken_at REAL,
+        camera TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX files_root ON files(root);
+    CREATE INDEX files_hash ON files(content_hash);
+    CREATE TABLE embeddings (
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (model, content_hash)
+    );
+    """,
+)
+
+
+def record_id(root: str, rel_path: str) -> str:
+    """Stable record id from (library root, path relative to it)."""
+    return hashlib.sha256(f"{root}\0{rel_path}".encode()).hexdigest()[:24]
+
+
+def content_hash(path: Path) -> str:
+    """BLAKE2b of the file's bytes: the embedding cache key and the move detector."""
+    digest = hashlib.blake2b()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:40]
+
+
+@dataclass
+class FileRow:
+    """One file as the catalog knows it."""
+
+    id: str
+    root: str
+    rel_path: str
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    reason: str | None = None
+    retryable: bool = False
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: float | None = None
+    camera: str | None = None
+
+    def metadata(self, model: str) -> dict[str, str | int | float]:
+        """Chroma metadata for this record (Chroma refuses None, so absent facts are left out)."""
+        values = {
+            "path": self.path,
+            "root": self.root,
+            "dir": str(Path(self.rel_path).parent.as_posix()),
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "hash": self.content_hash,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "taken_at": self.taken_at,
+            "camera": self.camera,
+            "model": model,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+_COLUMNS = [field.name for field in fields(FileRow)]
+
+
+class Catalog:
+    """SQLite in WAL mode; one connection per process, used from the indexing thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            with self.db:
+                self.db.executescript(script)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    # reads
+
+    def rows_under(self, root: str) -> dict[str, FileRow]:
+        """All rows of a library root, keyed by relative path."""
+        cursor = self.db.execute(f"SELECT {','.join(_COLUMNS)} FROM files WHERE root = ?", (root,))
+        return {row.rel_path: row for row in map(_row, cursor)}
+
+    def get(self, record: str) -> FileRow | None:
+        """The row with this record id."""
+        return self._one("id = ?", record)
+
+    def by_path(self, path: str) -> FileRow | None:
+        """The row for an absolute path."""
+        return self._one("path = ?", path)
+
+    def _one(self, where: str, value: str) -> FileRow | None:
+        cursor = self.db.execute(f"SELECT {','.join(_COLUMNS)} FROM files WHERE {where}", (value,))
+        found = cursor.fetchone()
+        return _row(found) if found else None
+
+    def indexed(self, model: str) -> Iterator[FileRow]:
+        """Indexed rows whose embedding for `model` is cached: exactly what Chroma should hold."""
+        cursor = self.db.execute(
+            f"SELECT {','.join('f.' + c for c in _COLUMNS)} FROM files f JOIN embeddings e "
+            "ON e.content_hash = f.content_hash AND e.model = ? WHERE f.status = ?",
+            (model, INDEXED),
+        )
+        yield from map(_row, cursor)
+
+    def cached_hashes(self, model: str, hashes: Iterable[str]) -> set[str]:
+        """The subset of `hashes` whose embedding for `model` is cached."""
+        wanted = list(set(hashes))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            cursor = self.db.execute(
+                "SELECT content_hash FROM embeddings WHERE model = ? "
+                f"AND content_hash IN ({marks})",
+                (model, *chunk),
+            )
+            found.update(value for (value,) in cursor)
+        return found
+
+    def vectors(self, model: str, hashes: Sequence[str]) -> np.ndarray:
+        """Cached embeddings for `hashes`, in order (all must be cached)."""
+        table = {}
+        unique = list(set(hashes))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            cursor = self.db.execute(
+                "SELECT content_hash, vector FROM embeddings WHERE model = ? "
+                f"AND content_hash IN ({','.join('?' * len(chunk))})",
+                (model, *chunk),
+            )
+            table.update({key: np.frombuffer(blob, dtype=np.float32) for key, blob in cursor})
+        return np.stack([table[key] for key in hashes]) if hashes else np.zeros((0, 0), np.float32)
+
+    def counts(self, model: str) -> dict[str, int]:
+        """Files indexed (for this model), failed, and embeddings cached."""
+        failed = self.db.execute("SELECT COUNT(*) FROM files WHERE status = ?", (FAILED,))
+        cached = self.db.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,))
+        return {
+            "indexed": sum(1 for _ in self.indexed(model)),
+            "failed": failed.fetchone()[0],
+            "cached_embeddings": cached.fetchone()[0],
+        }
+
+    def failures(self) -> list[FileRow]:
+        """Files that could not be indexed, with their reasons."""
+        cursor = self.db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM files WHERE status = ? ORDER BY path", (FAILED,)
+        )
+        return list(map(_row, cursor))
+
+    # writes
+
+    def save(
+        self,
+        rows: Sequence[FileRow],
+        model: str | None = None,
+        embeddings: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Insert or replace rows, and cache new embeddings (keyed by content hash) with them."""
+        now = time.time()
+        with self.db:
+            if embeddings:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+                    [
+                        (model, key, np.asarray(vector, np.float32).tobytes(), now)
+                        for key, vector in embeddings.items()
+                    ],
+                )
+            self._put(rows, now)
+
+    def move(self, old_id: str, row: FileRow) -> None:
+        """Re-key a record: the old row goes, the new one keeps its hash and cached embedding."""
+        with self.db:
+            self.db.execute("DELETE FROM files WHERE id = ?", (old_id,))
+            self._put([row], time.time())
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Forget files (their cached embeddings stay: the same content may come back)."""
+        with self.db:
+            self.db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+
+    def _put(self, rows: Sequence[FileRow], now: float) -> None:
+        marks = ",".join("?" * (len(_COLUMNS) + 1))
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO files ({','.join(_COLUMNS)}, updated_at) VALUES ({marks})",
+            [(*astuple(row), now) for row in rows],
+        )
+
+
+def _row(values: tuple) -> FileRow:
+    row = FileRow(*values)
+    row.retryable = bool(row.retryable)
+    return row

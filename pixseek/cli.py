@@ -1,0 +1,282 @@
+"""The `pixseek` command line: one command per job, each with --config and --json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from pixseek.config import ConfigError, LoadedConfig, flatten, load_config
+from pixseek.embedder import ModelLoadError
+from pixseek.library import Library
+
+app = typer.Typer(
+    name="pixseek",
+    help="Semantic image search over your folders: CLIP embeddings in Chroma.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="model.name: hub id or local directory.")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="model.device: auto|cpu|cuda[:N].")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="data_dir: catalog and Chroma location.")
+]
+TopKOpt = Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many results.")]
+MinScoreOpt = Annotated[
+    float | None, typer.Option("--min-score", help="Drop results below this cosine score.")
+]
+
+
+def _settings(config: Path | None, **flags: Any) -> LoadedConfig:
+    try:
+        return load_config(config, flags)
+    except ConfigError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _library(loaded: LoadedConfig) -> Iterator[Library]:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    library = Library(loaded.settings)
+    try:
+        yield library
+    except ModelLoadError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        library.close()
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} files/s")
+
+
+class _Bar:
+    """Adapts a rich progress bar to the indexer's Progress protocol."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def start(self, phase: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(phase, total=total)
+
+    def advance(self, count: int) -> None:
+        self.progress.advance(self.task, count)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders to index.")] = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="model.batch_size")] = None,
+    workers: Annotated[int | None, typer.Option(help="indexer.workers (0 = one per core)")] = None,
+    allow_deletes: Annotated[
+        bool, typer.Option(help="Apply deletions the delete guard would refuse.")
+    ] = False,
+) -> None:
+    """Index folders once: new, edited, moved and deleted files are brought up to date."""
+    from pixseek.indexer.pipeline import index_roots
+
+    loaded = _settings(
+        config,
+        **{"model.name": model, "model.device": device, "data_dir": data_dir},
+        **{"model.batch_size": batch_size, "indexer.workers": workers},
+    )
+    roots = paths or loaded.settings.indexer.roots
+    if not roots:
+        err.print("error: name at least one folder, or set indexer.roots in the config")
+        raise typer.Exit(2)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+    )
+    with (
+        _library(loaded) as library,
+        Progress(*columns, console=err, disable=json_output, transient=True) as progress,
+    ):
+        report = index_roots(library, roots, _Bar(progress), allow_deletes=allow_deletes)
+    if json_output:
+        out.print_json(data=report.as_dict())
+        return
+    for note in report.notes:
+        err.print(f"[yellow]warning:[/] {note}", highlight=False)
+    out.print(report.summary(), highlight=False)
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    k: TopKOpt = 10,
+    offset: OffsetOpt = 0,
+    min_score: MinScoreOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Images matching a text, best first, with cosine scores."""
+    from pixseek.search.query import search_text
+
+    loaded = _settings(
+        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
+    )
+    with _library(loaded) as library:
+        _print_results(lambda: search_text(library, text, k, offset, min_score), json_output)
+
+
+@app.command()
+def similar(
+    target: Annotated[str, typer.Argument(help="An image path (indexed or not) or a record id.")],
+    k: TopKOpt = 10,
+    offset: OffsetOpt = 0,
+    min_score: MinScoreOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Images that look like an image, best first, with cosine scores."""
+    from pixseek.search.query import similar as find_similar
+
+    loaded = _settings(
+        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
+    )
+    with _library(loaded) as library:
+        _print_results(lambda: find_similar(library, target, k, offset, min_score), json_output)
+
+
+def _print_results(run, json_output: bool) -> None:
+    from pixseek.search.query import QueryError
+
+    try:
+        results = run()
+    except QueryError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    if json_output:
+        out.print_json(data=[result.as_dict() for result in results])
+        return
+    if not results:
+        out.print("no results")
+    for result in results:
+        out.print(f"{result.score:.4f}  {result.path}", highlight=False, markup=False)
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Counts, model, store, and every file that could not be indexed with the reason."""
+    loaded = _settings(config, **{"model.name": model, "data_dir": data_dir})
+    with _library(loaded) as library:
+        counts = library.catalog.counts(library.model_key)
+        report = {
+            "indexed": counts["indexed"],
+            "failed": counts["failed"],
+            "cached_embeddings": counts["cached_embeddings"],
+            "model": loaded.settings.model.name,
+            "store": {
+                "mode": library.store.mode,
+                "location": library.store.location,
+                "collection": library.store.name,
+                "records": library.store.count(),
+            },
+            "catalog": str(library.catalog.path),
+            "failures": [
+                {"path": row.path, "reason": row.reason} for row in library.catalog.failures()
+            ],
+        }
+    if json_output:
+        out.print_json(data=report)
+        return
+    store = report["store"]
+    out.print(f"model:    {report['model']}", highlight=False, markup=False)
+    out.print(
+        f"store:    {store['mode']} at {store['location']}, collection {store['collection']}, "
+        f"{store['records']} records",
+        highlight=False,
+        markup=False,
+    )
+    out.print(f"catalog:  {report['catalog']}", highlight=False, markup=False)
+    out.print(f"indexed:  {report['indexed']}\nfailed:   {report['failed']}")
+    for failure in report["failures"]:
+        out.print(f"  {failure['path']!r}: {failure['reason']}", highlight=False, markup=False)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+    """The effective configuration and where each value came from."""
+    loaded = _settings(config)
+    values = flatten(loaded.settings.model_dump(mode="json"))
+    if json_output:
+        data = {key: {"value": values[key], "source": loaded.sources[key]} for key in values}
+        out.print_json(data=data)
+        return
+    table = Table("key", "value", "source")
+    for key, value in values.items():
+        table.add_row(key, json.dumps(value), loaded.sources[key])
+    out.print(table)
+
+
+@app.command()
+def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: DataDirOpt = None):
+    """Make Chroma agree with the catalog, restoring vectors from the cache (no re-embedding)."""
+    from pixseek.indexer.repair import repair as run_repair
+
+    loaded = _settings(config, data_dir=data_dir)
+    with _library(loaded) as library:
+        result = run_repair(library)
+    if json_output:
+        out.print_json(data=vars(result))
+    else:
+        out.print(
+            f"{result.expected} records expected: restored {result.restored}, "
+            f"removed {result.removed}"
+        )

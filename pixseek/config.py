@@ -1,0 +1,233 @@
+"""Settings: one typed model, read from defaults < config.yaml < PIXSEEK_* env < command-line flags.
+
+Every layer is validated against the same pydantic model, and unknown keys are refused with the
+key's name and the keys allowed at that level, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "PIXSEEK_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "PIXSEEK_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value that is not allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Section):
+    name: str = "openai/clip-vit-base-patch32"
+    device: str = "auto"
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    batch_size: int = Field(32, ge=1, le=65536)
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_known(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {value!r})")
+
+
+class HnswSettings(Section):
+    m: int = Field(16, ge=2, le=512)
+    construction_ef: int = Field(100, ge=1)
+    search_ef: int = Field(100, ge=1)
+
+
+class StoreSettings(Section):
+    mode: Literal["embedded", "http"] = "embedded"
+    path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    ssl: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    hnsw: HnswSettings = Field(default_factory=HnswSettings)
+
+
+class IndexerSettings(Section):
+    roots: list[Path] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    include_hidden: bool = False
+    follow_symlinks: bool = True
+    max_file_mb: float = Field(200.0, gt=0)
+    max_pixels: int = Field(89_478_485, ge=1)
+    workers: int = Field(0, ge=0)
+    queue_size: int = Field(256, ge=1)
+    delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration; sections mirror config.yaml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="forbid"
+    )
+
+    data_dir: Path = Path("~/.local/share/pixseek")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory with `~` expanded."""
+        return self.data_dir.expanduser()
+
+    @property
+    def chroma_path(self) -> Path:
+        """Where the embedded Chroma database lives."""
+        return (self.store.path or self.data_path / "chroma").expanduser()
+
+    @property
+    def catalog_path(self) -> Path:
+        """The SQLite catalog: the source of truth for file state and cached embeddings."""
+        return self.data_path / "catalog.sqlite3"
+
+
+@dataclass
+class LoadedConfig:
+    """Effective settings plus, for every leaf key, the layer that set it."""
+
+    settings: Settings
+    sources: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+
+def default_config_file() -> Path | None:
+    """$PIXSEEK_CONFIG, else ./config.yaml, else ~/.config/pixseek/config.yaml, if present."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in (Path("config.yaml"), Path("~/.config/pixseek/config.yaml").expanduser()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(file: Path | None = None, flags: dict[str, Any] | None = None) -> LoadedConfig:
+    """Merge the layers, validate once, and remember where each value came from."""
+    file = file if file is not None else default_config_file()
+    file_layer = _read_yaml(file) if file is not None else {}
+    env_layer = _read_env()
+    flag_layer = _nest({k: v for k, v in (flags or {}).items() if v is not None})
+    merged = _deep_merge(_deep_merge(file_layer, env_layer), flag_layer)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, file)) from None
+    sources: dict[str, str] = {}
+    for key in flatten(settings.model_dump()):
+        if key in flatten(flag_layer):
+            sources[key] = "flag"
+        elif key in flatten(env_layer):
+            sources[key] = "env " + ENV_PREFIX + key.upper().replace(".", ENV_DELIMITER)
+        elif key in flatten(file_layer):
+            sources[key] = f"file {file}"
+        else:
+            sources[key] = "default"
+    return LoadedConfig(settings=settings, sources=sources, file=file)
+
+
+def describe_validation_error(error: ValidationError, file: Path | None = None) -> str:
+    """One line per problem: the dotted key, what is wrong, and what is allowed."""
+    origin = f" in {file}" if file else ""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(problem["loc"][:-1]))
+            lines.append(f"{key}: unknown setting{origin}; allowed here: {allowed}")
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message} (got {problem.get('input')!r}){origin}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {file}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {file} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file} must hold a mapping of settings")
+    return data
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    names = set()
+    for name, info in model.model_fields.items():
+        env_name = prefix + name.upper()
+        names.add(env_name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _env_names(annotation, env_name + ENV_DELIMITER)
+    return names
+
+
+def _read_env() -> dict[str, Any]:
+    known = _env_names(Settings, ENV_PREFIX) | {CONFIG_ENV}
+    for name in os.environ:
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"{name}: unknown environment setting; allowed: {allowed}")
+    return EnvSettingsSource(Settings)()
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "headers":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (`store.hnsw.m`); `headers` stays one value."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "headers":
+            flat |= flatten(value, dotted + ".")
+        else:
+            flat[dotted] = value
+    return flat

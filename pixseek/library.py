@@ -1,0 +1,51 @@
+"""A library: the catalog, the store and the model of one configuration, opened together.
+
+The model is loaded lazily: a re-index that finds nothing new, `status`, and similar-by-id never
+pay for loading it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+from pixseek.catalog import Catalog, FileRow
+from pixseek.config import Settings
+from pixseek.embedder import Embedder, collection_name, model_key
+from pixseek.imaging import Limits
+from pixseek.store import Store
+
+
+class Library:
+    """Everything a command needs, for one `Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_key = model_key(settings.model.name)
+        self.catalog = Catalog(settings.catalog_path)
+        self.store = Store(
+            settings.store, settings.chroma_path, collection_name(settings.model.name)
+        )
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        """The CLIP model, loaded on first use."""
+        return Embedder(self.settings.model)
+
+    @property
+    def limits(self) -> Limits:
+        """Decode caps from the indexer settings."""
+        indexer = self.settings.indexer
+        return Limits(max_bytes=int(indexer.max_file_mb * 1e6), max_pixels=indexer.max_pixels)
+
+    def publish(self, rows: Sequence[FileRow]) -> None:
+        """Write rows to Chroma with their cached embeddings (the catalog is the source)."""
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            vectors = self.catalog.vectors(self.model_key, [row.content_hash for row in chunk])
+            metadatas = [row.metadata(self.model_key) for row in chunk]
+            self.store.upsert([row.id for row in chunk], vectors, metadatas)
+
+    def close(self) -> None:
+        """Release the catalog connection."""
+        self.catalog.close()

@@ -1,0 +1,120 @@
+"""The vector store: one Chroma collection per model, cosine space, embeddings always explicit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import numpy as np
+from chromadb.config import Settings as ChromaSettings
+
+from pixseek.config import StoreSettings
+
+Metadata = dict[str, str | int | float | bool]
+
+
+@dataclass
+class Hit:
+    """One query result: record id, cosine similarity (1 = same direction) and metadata."""
+
+    id: str
+    score: float
+    metadata: Metadata
+
+
+class Store:
+    """A Chroma collection; writes are chunked to the client's maximum batch size."""
+
+    def __init__(self, settings: StoreSettings, chroma_path: Path, collection: str) -> None:
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        if settings.mode == "http":
+            self.client = chromadb.HttpClient(
+                host=settings.host,
+                port=settings.port,
+                ssl=settings.ssl,
+                headers=settings.headers or None,
+                settings=chroma_settings,
+            )
+            self.location = (
+                f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
+            )
+        else:
+            chroma_path.mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(chroma_path), settings=chroma_settings)
+            self.location = str(chroma_path)
+        self.mode = settings.mode
+        hnsw = settings.hnsw
+        self.collection = self.client.get_or_create_collection(
+            collection,
+            configuration={
+                "hnsw": {
+                    "space": "cosine",
+                    "max_neighbors": hnsw.m,
+                    "ef_construction": hnsw.construction_ef,
+                    "ef_search": hnsw.search_ef,
+                }
+            },
+            embedding_function=None,
+        )
+        self.batch_size = self.client.get_max_batch_size()
+
+    @property
+    def name(self) -> str:
+        """The collection name."""
+        return self.collection.name
+
+    def count(self) -> int:
+        """Number of records."""
+        return self.collection.count()
+
+    def upsert(
+        self, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Metadata]
+    ) -> None:
+        """Insert or replace records."""
+        for start in range(0, len(ids), self.batch_size):
+            stop = start + self.batch_size
+            self.collection.upsert(
+                ids=list(ids[start:stop]),
+                embeddings=np.asarray(vectors[start:stop], dtype=np.float32),
+                metadatas=list(metadatas[start:stop]),
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove records (ids that are not there are ignored)."""
+        for start in range(0, len(ids), self.batch_size):
+            self.collection.delete(ids=list(ids[start : start + self.batch_size]))
+
+    def ids(self) -> Iterator[str]:
+        """Every record id, read in pages."""
+        offset = 0
+        while True:
+            page = self.collection.get(include=[], limit=self.batch_size, offset=offset)["ids"]
+            yield from page
+            if len(page) < self.batch_size:
+                return
+            offset += len(page)
+
+    def metadata(self, record: str) -> Metadata | None:
+        """The metadata of one record, or None when absent."""
+        found = self.collection.get(ids=[record], include=["metadatas"])
+        return found["metadatas"][0] if found["ids"] else None
+
+    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Hit]:
+        """The k nearest records to a unit vector, best first."""
+        if k <= 0:
+            return []
+        result = self.collection.query(
+            query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+            n_results=k,
+            where=where,
+            include=["distances", "metadatas"],
+        )
+        return [
+            Hit(id=record, score=1.0 - float(distance), metadata=metadata or {})
+            for record, distance, metadata in zip(
+                result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True
+            )
+        ]

@@ -1,0 +1,1 @@
+"""The read path: text and image queries against the store."""

@@ -52,6 +52,7 @@ class DecodePool(Generic[Job]):
         self.limits, self.spec = limits, spec
         self.in_flight = max(in_flight, self.workers)
         self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["pixseek.imaging"])
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:

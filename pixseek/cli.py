@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,8 +25,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pixseek.config import ConfigError, LoadedConfig, flatten, load_config
-from pixseek.embedder import ModelLoadError
-from pixseek.library import Library
+
+if TYPE_CHECKING:
+    from pixseek.library import Library
 
 app = typer.Typer(
     name="pixseek",
@@ -65,6 +66,10 @@ def _settings(config: Path | None, **flags: Any) -> LoadedConfig:
 
 @contextmanager
 def _library(loaded: LoadedConfig) -> Iterator[Library]:
+    """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
+    from pixseek.embedder import ModelLoadError
+    from pixseek.library import Library
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     library = Library(loaded.settings)
     try:

@@ -7,6 +7,7 @@ key's name and the keys allowed at that level, so a typo never silently falls ba
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,13 +85,13 @@ class Settings(BaseSettings):
 
     @property
     def data_path(self) -> Path:
-        """The data directory with `~` expanded."""
-        return self.data_dir.expanduser()
+        """The data directory, absolute, with `~` expanded."""
+        return self.data_dir.expanduser().absolute()
 
     @property
     def chroma_path(self) -> Path:
         """Where the embedded Chroma database lives."""
-        return (self.store.path or self.data_path / "chroma").expanduser()
+        return (self.store.path or self.data_path / "chroma").expanduser().absolute()
 
     @property
     def catalog_path(self) -> Path:
@@ -124,35 +125,40 @@ def load_config(file: Path | None = None, flags: dict[str, Any] | None = None) -
     env_layer = _read_env()
     flag_layer = _nest({k: v for k, v in (flags or {}).items() if v is not None})
     merged = _deep_merge(_deep_merge(file_layer, env_layer), flag_layer)
+    layers = [
+        ("flag", flatten(flag_layer)),
+        ("env", flatten(env_layer)),
+        (f"file {file}", flatten(file_layer)),
+    ]
+
+    def source_of(key: str) -> str:
+        for name, values in layers:
+            if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in values):
+                if name == "env":
+                    return name + " " + ENV_PREFIX + key.upper().replace(".", ENV_DELIMITER)
+                return name
+        return "default"
+
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, file)) from None
-    sources: dict[str, str] = {}
-    for key in flatten(settings.model_dump()):
-        if key in flatten(flag_layer):
-            sources[key] = "flag"
-        elif key in flatten(env_layer):
-            sources[key] = "env " + ENV_PREFIX + key.upper().replace(".", ENV_DELIMITER)
-        elif key in flatten(file_layer):
-            sources[key] = f"file {file}"
-        else:
-            sources[key] = "default"
+        raise ConfigError(describe_validation_error(error, source_of)) from None
+    sources = {key: source_of(key) for key in flatten(settings.model_dump())}
     return LoadedConfig(settings=settings, sources=sources, file=file)
 
 
-def describe_validation_error(error: ValidationError, file: Path | None = None) -> str:
-    """One line per problem: the dotted key, what is wrong, and what is allowed."""
-    origin = f" in {file}" if file else ""
+def describe_validation_error(error: ValidationError, source_of: Callable[[str], str]) -> str:
+    """One line per problem: the dotted key, where it was set, what is wrong, what is allowed."""
     lines = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"])
+        origin = f" (from {source_of(key)})"
         if problem["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(problem["loc"][:-1]))
             lines.append(f"{key}: unknown setting{origin}; allowed here: {allowed}")
         else:
             message = problem["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {message} (got {problem.get('input')!r}){origin}")
+            lines.append(f"{key}: {message}; got {problem.get('input')!r}{origin}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from pixseek.config import ModelSettings
 from pixseek.imaging import PreprocessSpec, preprocess
@@ -80,6 +81,7 @@ class Embedder:
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self.calls = 0
         self._lock = threading.Lock()
+        hf_logging.disable_progress_bar()
         try:
             self.processor = AutoProcessor.from_pretrained(settings.name)
             model = AutoModel.from_pretrained(settings.name, dtype=self.dtype)

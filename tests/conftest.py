@@ -69,7 +69,7 @@ def cli(tmp_path: Path, random_clip: Path) -> Cli:
 
 @pytest.fixture
 def gallery(tmp_path: Path) -> Path:
-    """12 distinct JPEGs (one per colour × shape), some in a subfolder."""
+    """12 distinct JPEGs (one per colour and shape), some in a subfolder."""
     root = tmp_path / "gallery"
     rng = random.Random(7)
     for number, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):

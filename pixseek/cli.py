@@ -285,3 +285,5 @@ def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: Dat
             f"{result.expected} records expected: restored {result.restored}, "
             f"removed {result.removed}"
         )
+if __name__ == "__main__":
+    app()

@@ -11,12 +11,15 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+import pillow_heif
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pixseek.cli import app
 from tests.tinyclip import COLOURS, SHAPES, build_random_clip, draw_shape, train_shapes_clip
+
+pillow_heif.register_heif_opener()  # test images are written as HEIC too
 
 
 @pytest.fixture(scope="session")

@@ -65,13 +65,18 @@ def _settings(config: Path | None, **flags: Any) -> LoadedConfig:
 
 
 @contextmanager
-def _library(loaded: LoadedConfig) -> Iterator[Library]:
+def _library(loaded: LoadedConfig, writer: bool = False) -> Iterator[Library]:
     """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
     from pixseek.embedder import ModelLoadError
     from pixseek.library import Library
+    from pixseek.lock import StoreLockedError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    library = Library(loaded.settings)
+    try:
+        library = Library(loaded.settings, writer=writer)
+    except StoreLockedError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
     try:
         yield library
     except ModelLoadError as error:
@@ -138,7 +143,7 @@ def index(
         TimeElapsedColumn(),
     )
     with (
-        _library(loaded) as library,
+        _library(loaded, writer=True) as library,
         Progress(*columns, console=err, disable=json_output, transient=True) as progress,
     ):
         report = index_roots(library, roots, _Bar(progress), allow_deletes=allow_deletes)
@@ -276,7 +281,7 @@ def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: Dat
     from pixseek.indexer.repair import repair as run_repair
 
     loaded = _settings(config, data_dir=data_dir)
-    with _library(loaded) as library:
+    with _library(loaded, writer=True) as library:
         result = run_repair(library)
     if json_output:
         out.print_json(data=vars(result))
@@ -285,5 +290,7 @@ def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: Dat
             f"{result.expected} records expected: restored {result.restored}, "
             f"removed {result.removed}"
         )
+
+
 if __name__ == "__main__":
     app()

@@ -13,14 +13,18 @@ from pixseek.catalog import Catalog, FileRow
 from pixseek.config import Settings
 from pixseek.embedder import Embedder, collection_name, model_key
 from pixseek.imaging import Limits
+from pixseek.lock import WriterLock
 from pixseek.store import Store
 
 
 class Library:
     """Everything a command needs, for one `Settings`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, writer: bool = False) -> None:
+        """Open the library; a `writer` takes the data directory's lock in embedded mode."""
         self.settings = settings
+        embedded = settings.store.mode == "embedded"
+        self.lock = WriterLock(settings.data_path) if writer and embedded else None
         self.model_key = model_key(settings.model.name)
         self.catalog = Catalog(settings.catalog_path)
         self.store = Store(
@@ -47,5 +51,7 @@ class Library:
             self.store.upsert([row.id for row in chunk], vectors, metadatas)
 
     def close(self) -> None:
-        """Release the catalog connection."""
+        """Release the catalog connection and the writer lock."""
         self.catalog.close()
+        if self.lock:
+            self.lock.release()

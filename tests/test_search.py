@@ -39,8 +39,9 @@ def test_text_search_ranks_matching_shapes_first(shapes_library):
     for colour, shape in classes():
         hits = cli.json("search", f"a {colour} {shape}", "-k", "5")
         precisions.append(sum(_label(hit["path"]) == f"{colour}_{shape}" for hit in hits) / 5)
-    # The trained tiny model reaches 1.0 here in practice; 0.8 leaves room for seed noise.
-    assert sum(precisions) / len(precisions) >= 0.8, precisions
+    # Measured through this pipeline: mean precision@5 = 1.0 for training seeds 0 and 1 (fp32
+    # and bf16); 0.9 leaves room for noise while still failing on any real ranking bug.
+    assert sum(precisions) / len(precisions) >= 0.9, precisions
     red_circles = cli.json("search", "a red circle", "-k", "5")
     assert sum(_label(hit["path"]) == "red_circle" for hit in red_circles) >= 4
 

@@ -55,6 +55,7 @@ class IndexReport:
     embedded: int = 0
     repaired: int = 0
     decoded: int = 0
+    deferred: int = 0
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -82,8 +83,12 @@ def index_roots(
     roots: Sequence[Path | str],
     progress: Progress | None = None,
     allow_deletes: bool = False,
+    settle_s: float = 0.0,
 ) -> IndexReport:
-    """Bring the catalog and Chroma in line with the files under `roots`."""
+    """Bring the catalog and Chroma in line with the files under `roots`.
+
+    With `settle_s`, files modified more recently than that are left for a later run.
+    """
     progress = progress or _Silent()
     started = time.perf_counter()
     report = IndexReport(repaired=repair(library).changed)
@@ -96,8 +101,10 @@ def index_roots(
         library.settings.indexer.delete_guard_share,
         allow_deletes,
         on_hashed=progress.advance,
+        settle_s=settle_s,
     )
     report.unchanged = plan.unchanged + len(plan.touched)
+    report.deferred = plan.deferred
     report.notes = plan.notes
     _apply_moves_and_touches(library, plan, report)
     _record_failures(library, plan.failures, report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ class Plan:
     """The work of one run."""
 
     unchanged: int = 0
+    deferred: int = 0
     touched: list[FileRow] = field(default_factory=list)
     moves: list[tuple[FileRow, FileRow]] = field(default_factory=list)
     to_decode: list[FileRow] = field(default_factory=list)
@@ -52,9 +54,15 @@ def make_plan(
     delete_share: float,
     allow_deletes: bool = False,
     on_hashed: Callable[[int], None] = lambda _n: None,
+    settle_s: float = 0.0,
 ) -> Plan:
-    """Compare scans with the catalog; hashes only what changed."""
+    """Compare scans with the catalog; hashes only what changed.
+
+    Files modified less than `settle_s` ago are deferred (they may still be being written):
+    they are neither indexed nor treated as vanished.
+    """
     plan = Plan()
+    settled_before = time.time_ns() - int(settle_s * 1e9)
     candidates: list[_Candidate] = []
     vanished: dict[str, list[FileRow]] = {}
     for scan in scans:
@@ -67,6 +75,9 @@ def make_plan(
         )
         for rel, found in scan.files.items():
             row = rows.get(rel)
+            if settle_s and found.mtime_ns > settled_before:
+                plan.deferred += 1
+                continue
             if row and (row.size, row.mtime_ns) == (found.size, found.mtime_ns):
                 if _is_settled(row, cached):
                     plan.unchanged += 1

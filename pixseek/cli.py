@@ -156,6 +156,45 @@ def index(
 
 
 @app.command()
+def watch(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders to watch.")] = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Index folders, then keep watching them until interrupted (Ctrl-C)."""
+    import threading
+
+    from pixseek.indexer.scan import normalise_root
+    from pixseek.indexer.watch import watch as run_watch
+
+    loaded = _settings(
+        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
+    )
+    roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
+    if not roots:
+        err.print("error: name at least one folder, or set indexer.roots in the config")
+        raise typer.Exit(2)
+
+    def show(report) -> None:
+        if json_output:
+            out.print(json.dumps(report.as_dict()), highlight=False, markup=False)
+        else:
+            for note in report.notes:
+                err.print(f"[yellow]warning:[/] {note}", highlight=False)
+            out.print(report.summary(), highlight=False, markup=False)
+
+    with _library(loaded, writer=True) as library:
+        err.print(f"watching {', '.join(roots)} (Ctrl-C to stop)", highlight=False)
+        try:
+            run_watch(library, roots, threading.Event(), show)
+        except KeyboardInterrupt:
+            err.print("stopped")
+
+
+@app.command()
 def search(
     text: Annotated[str, typer.Argument(help="What to look for, in words.")],
     k: TopKOpt = 10,

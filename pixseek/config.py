@@ -71,6 +71,13 @@ class IndexerSettings(Section):
     delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class WatchSettings(Section):
+    observer: Literal["native", "polling", "off"] = "native"
+    settle_s: float = Field(1.0, ge=0.0)
+    reconcile_minutes: float = Field(30.0, gt=0)
+    poll_interval_s: float = Field(2.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration; sections mirror config.yaml."""
 
@@ -82,6 +89,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
 
     @property
     def data_path(self) -> Path:

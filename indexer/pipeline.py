@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from pixseek.catalog import FAILED, INDEXED, FileRow
+from pixseek.imaging import PreparedImage
 from pixseek.indexer.decode import DecodeFailure, DecodePool
 from pixseek.indexer.plan import Plan, make_plan
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import normalise_root, scan_root
-
-from pixseek.catalog import FAILED, INDEXED, FileRow
-from pixseek.imaging import PreparedImage
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from pixseek.indexer.scan import FoundFile, RootScan
-
 from pixseek.catalog import FAILED, INDEXED, Catalog, FileRow, content_hash, record_id
+from pixseek.indexer.scan import FoundFile, RootScan
 
 log = logging.getLogger(__name__)
 HASH_THREADS = 4

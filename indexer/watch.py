@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pixseek.indexer.pipeline import IndexReport, index_roots
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from pixseek.config import WatchSettings
+from pixseek.indexer.pipeline import IndexReport, index_roots
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)

@@ -402,6 +402,8 @@ def main() -> int:
         f"naive: dtype {naive_result['dtype']}, torch threads {naive_result['torch_threads']}, "
         f"setup (imports, model, Chroma) {naive_result['setup_s']:.2f} s before the loop"
     )
+    outside = pix.wall_s - float(report["elapsed"])
+    print(f"pixseek outside its own elapsed (start, imports, model load, exit): {outside:.2f} s")
     ratio_wall, ratio_own = pix_wall_rate / naive_rate, pix_internal_rate / naive_rate
     print(f"ratio pixseek/naive images/s, pixseek whole command: {ratio_wall:.2f}x")
     print(f"ratio pixseek/naive images/s, pixseek own elapsed:   {ratio_own:.2f}x")

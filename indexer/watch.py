@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -30,6 +31,31 @@ INOTIFY_HINT = (
     "`sudo sysctl fs.inotify.max_user_watches=524288` (and max_user_instances); "
     "falling back to polling"
 )
+
+
+@dataclass
+class WatchStatus:
+    """What the status page shows about watching; updated by the watch loop."""
+
+    roots: list[str] = field(default_factory=list)
+    observer: str = "off"
+    running: bool = False
+    last_reconcile: float | None = None
+    last_report: IndexReport | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        report = self.last_report
+        return {
+            "roots": self.roots,
+            "observer": self.observer,
+            "running": self.running,
+            "last_reconcile": self.last_reconcile,
+            "images_per_s": round(report.images_per_s, 2) if report else 0.0,
+            "last_report": report.as_dict() if report else None,
+            "notes": self.notes,
+        }
 
 
 class _DirtyFlag(FileSystemEventHandler):
@@ -78,13 +104,24 @@ def watch(
     roots: Sequence[str],
     stop: threading.Event,
     on_report: Callable[[IndexReport], None] = lambda _report: None,
+    status: WatchStatus | None = None,
 ) -> None:
     """Reconcile now, then on every quiet burst of events and periodically, until `stop`."""
     settings = library.settings.watch
+    status = status or WatchStatus()
     flag = _DirtyFlag()
     observer = start_observer(roots, settings, flag)
+    status.roots, status.running = list(roots), True
+    status.observer = type(observer).__name__ if observer else "off"
+
+    def reconcile() -> IndexReport:
+        report = index_roots(library, roots, settle_s=settings.settle_s)
+        status.last_reconcile, status.last_report, status.notes = time.time(), report, report.notes
+        on_report(report)
+        return report
+
     try:
-        on_report(index_roots(library, roots, settle_s=settings.settle_s))
+        reconcile()
         next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
         pending, last_run = False, time.monotonic()
         while not stop.wait(0.2):
@@ -95,12 +132,11 @@ def watch(
                 continue
             flag.dirty.clear()
             last_run = now
-            report = index_roots(library, roots, settle_s=settings.settle_s)
-            pending = report.deferred > 0
+            pending = reconcile().deferred > 0
             if due:
                 next_reconcile = now + settings.reconcile_minutes * 60
-            on_report(report)
     finally:
+        status.running = False
         if observer is not None:
             observer.stop()
             observer.join(timeout=10)

@@ -1,0 +1,1 @@
+"""HTTP routes: HTML pages and the JSON API."""

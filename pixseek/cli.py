@@ -195,6 +195,73 @@ def watch(
 
 
 @app.command()
+def serve(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Folders to index and watch.")] = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="web.host: bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="web.port: bind port.")] = None,
+) -> None:
+    """Index, keep watching, and serve the search UI and JSON API, all in one process."""
+    import threading
+
+    import uvicorn
+
+    from pixseek.indexer.scan import normalise_root
+    from pixseek.indexer.watch import WatchStatus
+    from pixseek.indexer.watch import watch as run_watch
+    from pixseek.web.app import create_app
+
+    loaded = _settings(
+        config,
+        **{"model.name": model, "model.device": device, "data_dir": data_dir},
+        **{"web.host": host, "web.port": port},
+    )
+    web = loaded.settings.web
+    if not _is_loopback(web.host) and not web.token:
+        err.print(
+            f"error: refusing to serve on {web.host} without a token: set web.token "
+            "(or PIXSEEK_WEB_TOKEN), or bind 127.0.0.1"
+        )
+        raise typer.Exit(2)
+    roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
+    with _library(loaded, writer=True) as library:
+        status, stop = WatchStatus(roots=roots), threading.Event()
+        show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
+        watcher = threading.Thread(
+            target=run_watch, args=(library, roots, stop, show, status), daemon=True
+        )
+        if roots:
+            watcher.start()
+        app_ = create_app(
+            library,
+            watch_status=status,
+            token=web.token,
+            max_upload_bytes=int(web.max_upload_mb * 1e6),
+        )
+        err.print(f"serving http://{web.host}:{web.port}", highlight=False)
+        try:
+            uvicorn.run(app_, host=web.host, port=web.port, log_level="warning")
+        finally:
+            stop.set()
+            if watcher.is_alive():
+                watcher.join(timeout=60)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
 def search(
     text: Annotated[str, typer.Argument(help="What to look for, in words.")],
     k: TopKOpt = 10,
@@ -304,6 +371,9 @@ def show_config(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
     """The effective configuration and where each value came from."""
     loaded = _settings(config)
     values = flatten(loaded.settings.model_dump(mode="json"))
+    for secret in ("web.token", "store.headers"):
+        if values.get(secret):
+            values[secret] = "(set, hidden)"
     if json_output:
         data = {key: {"value": values[key], "source": loaded.sources[key]} for key in values}
         out.print_json(data=data)

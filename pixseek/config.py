@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 ENV_PREFIX = "PIXSEEK_"
 ENV_DELIMITER = "__"
 CONFIG_ENV = "PIXSEEK_CONFIG"
+TOKEN_ENV = "PIXSEEK_WEB_TOKEN"  # the documented short name for PIXSEEK_WEB__TOKEN
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,13 @@ class WatchSettings(Section):
     poll_interval_s: float = Field(2.0, gt=0)
 
 
+class WebSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: str | None = None
+    max_upload_mb: float = Field(20.0, gt=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration; sections mirror config.yaml."""
 
@@ -90,6 +98,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @property
     def data_path(self) -> Path:
@@ -206,12 +215,15 @@ def _env_names(model: type[BaseModel], prefix: str) -> set[str]:
 
 
 def _read_env() -> dict[str, Any]:
-    known = _env_names(Settings, ENV_PREFIX) | {CONFIG_ENV}
+    known = _env_names(Settings, ENV_PREFIX) | {CONFIG_ENV, TOKEN_ENV}
     for name in os.environ:
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
             allowed = ", ".join(sorted(known))
             raise ConfigError(f"{name}: unknown environment setting; allowed: {allowed}")
-    return EnvSettingsSource(Settings)()
+    values = EnvSettingsSource(Settings)()
+    if os.environ.get(TOKEN_ENV) and "token" not in values.get("web", {}):
+        values = _deep_merge(values, {"web": {"token": os.environ[TOKEN_ENV]}})
+    return values
 
 
 def _nest(dotted: dict[str, Any]) -> dict[str, Any]:

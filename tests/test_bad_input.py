@@ -108,20 +108,6 @@ def test_truncated_file_is_retried_once_complete(cli, tmp_path):
     assert cli.json("status")["failures"] == []
 
 
-def _can_drop_root() -> bool:
-    """Root reads every file, so the test runs pixseek as nobody; that needs a usable Python."""
-    if os.geteuid() != 0:
-        return True
-    probe = "import multiprocessing as m, pixseek.cli; m.get_context('forkserver').Lock()"
-    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    try:
-        run = subprocess.run([*command, sys.executable, "-c", probe], capture_output=True)
-    except FileNotFoundError:
-        return False
-    return run.returncode == 0
-
-
-@pytest.mark.skipif(not _can_drop_root(), reason="running as root and cannot run as nobody")
 def test_unreadable_file_is_reported(random_clip):
     base = Path(tempfile.mkdtemp(prefix="pixseek-perm-"))
     try:
@@ -134,18 +120,24 @@ def _index_with_an_unreadable_file(base: Path, random_clip: Path) -> None:
     root = base / "private"
     root.mkdir()
     draw_shape("red", "square", 64).save(root / "open.jpg")
-    draw_shape("blue", "square", 64).save(root / "secret.jpg")
     model = shutil.copytree(random_clip, base / "model")
     config = write_config(base / "c.yaml", model, base / "data")
     command = [sys.executable, "-m", "pixseek.cli"]
     if os.geteuid() == 0:  # root reads everything: run as nobody to meet a real EACCES
         subprocess.run(["chmod", "-R", "a+rwX", str(base)], check=True)
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    (root / "secret.jpg").chmod(0)
     env = os.environ | {"PIXSEEK_CONFIG": str(config), "HOME": str(base)}
-    for args in (["index", str(root)], ["status", "--json"]):
-        run = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr + run.stdout
-    failures = json.loads(run.stdout)["failures"]
-    assert failures == [{"path": str(root / "secret.jpg"), "reason": "permission denied"}]
-    assert json.loads(run.stdout)["indexed"] == 1
+
+    def pixseek(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(command + list(args), env=env, capture_output=True, text=True)
+
+    first = pixseek("index", str(root))
+    if first.returncode != 0 and os.geteuid() == 0:
+        pytest.skip(f"pixseek cannot run as nobody on this machine: {first.stderr[-300:]}")
+    assert first.returncode == 0, first.stderr
+    draw_shape("blue", "square", 64).save(root / "secret.jpg")
+    (root / "secret.jpg").chmod(0)
+    assert pixseek("index", str(root)).returncode == 0
+    status = json.loads(pixseek("status", "--json").stdout)
+    assert status["failures"] == [{"path": str(root / "secret.jpg"), "reason": "permission denied"}]
+    assert status["indexed"] == 1

@@ -1,0 +1,74 @@
+"""`pixseek serve` as a user runs it: one process indexes, watches and answers HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.conftest import write_config
+from tests.test_store_http import _free_port
+from tests.tinyclip import draw_shape
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
+    env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
+    port = _free_port()
+    command = [sys.executable, "-m", "pixseek.cli", "serve", str(gallery), "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _get(f"{base}/api/status")["indexed"] == 12:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        assert len(_get(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
+
+        shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
+        while _get(f"{base}/api/status")["indexed"] != 13:
+            assert time.monotonic() < deadline + 30, "the copy was not picked up"
+            time.sleep(0.2)
+
+        second = subprocess.run(
+            [sys.executable, "-m", "pixseek.cli", "index", str(gallery)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert second.returncode == 1 and f"pid {server.pid}" in second.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path, random_clip):
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
+    (tmp_path / "pics").mkdir()
+    draw_shape("red", "circle", 32).save(tmp_path / "pics" / "a.jpg")
+    env = os.environ | {"PIXSEEK_CONFIG": str(config)}
+    env.pop("PIXSEEK_WEB_TOKEN", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "pixseek.cli", "serve", str(tmp_path / "pics"), "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "without a token" in run.stderr
+    assert not (tmp_path / "data").exists()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -39,6 +41,20 @@ def decode_file(path: str, limits: Limits, spec: PreprocessSpec) -> PreparedImag
         return DecodeFailure(f"cannot decode: {type(error).__name__}: {error}")
 
 
+def _exit_with(owner: int) -> None:
+    """Worker initializer: leave when the indexing process is gone (even after kill -9)."""
+
+    def watch_owner() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch_owner, daemon=True).start()
+
+
 def worker_count(configured: int) -> int:
     """`0` means one worker per CPU core."""
     return configured or os.cpu_count() or 1
@@ -56,7 +72,12 @@ class DecodePool(Generic[Job]):
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=self._context)
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
 
     def __enter__(self) -> DecodePool[Job]:
         return self

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import chromadb
+import psutil
 
 from pixseek.catalog import record_id
 from pixseek.embedder import collection_name
@@ -58,8 +59,12 @@ def test_kill_during_indexing_then_resume(tmp_path, random_clip):
         assert process.poll() is None, process.communicate()
         time.sleep(0.05)
     assert process.poll() is None, "the run finished before it could be killed"
+    helpers = psutil.Process(process.pid).children(recursive=True)
+    assert helpers, "decode workers should be running"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    _gone, alive = psutil.wait_procs(helpers, timeout=10)
+    assert not alive, f"decode processes outlived the killed indexer: {alive}"
     before = _cached_embeddings(catalog)
     assert 0 < before < FILES, before
 

@@ -59,16 +59,17 @@ def test_copies_moves_deletes_and_slow_writes(watching):
     root, library, reports = watching
     incoming = root / "incoming"
     incoming.mkdir()
-    for number in range(40):
+    for number in range(200):
         (incoming / f"{number:02d}.jpg").write_bytes(_jpeg(number))
-    _wait_for(lambda: len(_paths(library)) == 40, "40 copied files to be indexed")
-    assert library.store.count() == 40
+    _wait_for(lambda: len(_paths(library)) == 200, "200 copied files to be indexed")
+    assert library.store.count() == 200
 
-    embedded_before = sum(report.embedded for report in reports)
+    _wait_for(lambda: sum(r.embedded for r in reports) == 200, "the burst's report")
+    embedded_before = 200
     shutil.move(incoming, root / "sorted")
     _wait_for(lambda: all("/sorted/" in path for path in _paths(library)), "the folder move")
     assert sum(report.embedded for report in reports) == embedded_before
-    assert len(_paths(library)) == 40
+    assert len(_paths(library)) == 200
 
     slow = root / "slow.jpg"
     data = _jpeg(99)
@@ -82,7 +83,7 @@ def test_copies_moves_deletes_and_slow_writes(watching):
     assert sum(report.failed for report in reports) == 0
 
     (root / "sorted" / "00.jpg").unlink()
-    _wait_for(lambda: len(_paths(library)) == 40, "the delete")
+    _wait_for(lambda: len(_paths(library)) == 200, "the delete")
     assert str(root / "sorted" / "00.jpg") not in _paths(library)
 
 

@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from pixseek import remote
 from pixseek.config import ConfigError, LoadedConfig, flatten, load_config
 
 if TYPE_CHECKING:
@@ -51,6 +52,10 @@ DataDirOpt = Annotated[
 ]
 TopKOpt = Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many results.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Ask a running `pixseek serve` at this URL instead."),
+]
 MinScoreOpt = Annotated[
     float | None, typer.Option("--min-score", help="Drop results below this cosine score.")
 ]
@@ -272,13 +277,19 @@ def search(
     model: ModelOpt = None,
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Images matching a text, best first, with cosine scores."""
-    from pixseek.search.query import search_text
-
     loaded = _settings(
         config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
     )
+    if server:
+        page = {"k": k, "offset": offset, "min_score": min_score}
+        token = loaded.settings.web.token
+        _print_remote(lambda: remote.search(server, token, text, page), json_output)
+        return
+    from pixseek.search.query import search_text
+
     with _library(loaded) as library:
         _print_results(lambda: search_text(library, text, k, offset, min_score), json_output)
 
@@ -294,15 +305,34 @@ def similar(
     model: ModelOpt = None,
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Images that look like an image, best first, with cosine scores."""
-    from pixseek.search.query import similar as find_similar
-
     loaded = _settings(
         config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
     )
+    if server:
+        page = {"k": k, "offset": offset, "min_score": min_score}
+        token = loaded.settings.web.token
+        _print_remote(lambda: remote.similar(server, token, target, page), json_output)
+        return
+    from pixseek.search.query import similar as find_similar
+
     with _library(loaded) as library:
         _print_results(lambda: find_similar(library, target, k, offset, min_score), json_output)
+
+
+def _remote_call(run):
+    try:
+        return run()
+    except remote.RemoteError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _print_remote(run, json_output: bool) -> None:
+    hits = _remote_call(run)
+    _print_hits([{key: hit[key] for key in ("id", "path", "score")} for hit in hits], json_output)
 
 
 def _print_results(run, json_output: bool) -> None:
@@ -313,13 +343,17 @@ def _print_results(run, json_output: bool) -> None:
     except QueryError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(2) from None
+    _print_hits([result.as_dict() for result in results], json_output)
+
+
+def _print_hits(hits: list[dict[str, Any]], json_output: bool) -> None:
     if json_output:
-        out.print_json(data=[result.as_dict() for result in results])
+        out.print_json(data=hits)
         return
-    if not results:
+    if not hits:
         out.print("no results")
-    for result in results:
-        out.print(f"{result.score:.4f}  {result.path}", highlight=False, markup=False)
+    for hit in hits:
+        out.print(f"{hit['score']:.4f}  {hit['path']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -328,9 +362,14 @@ def status(
     json_output: JsonOpt = False,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Counts, model, store, and every file that could not be indexed with the reason."""
     loaded = _settings(config, **{"model.name": model, "data_dir": data_dir})
+    if server:
+        report = _remote_call(lambda: remote.status(server, loaded.settings.web.token))
+        _print_status(report, json_output)
+        return
     with _library(loaded) as library:
         counts = library.catalog.counts(library.model_key)
         report = {
@@ -349,6 +388,10 @@ def status(
                 {"path": row.path, "reason": row.reason} for row in library.catalog.failures()
             ],
         }
+    _print_status(report, json_output)
+
+
+def _print_status(report: dict[str, Any], json_output: bool) -> None:
     if json_output:
         out.print_json(data=report)
         return

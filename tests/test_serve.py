@@ -52,9 +52,35 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
             text=True,
         )
         assert second.returncode == 1 and f"pid {server.pid}" in second.stderr
+
+        def cli(*args: str) -> object:
+            command = [sys.executable, "-m", "pixseek.cli", *args, "--server", base, "--json"]
+            run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, run.stderr
+            return json.loads(run.stdout)
+
+        hits = cli("search", "a red circle", "-k", "4")
+        api = _get(f"{base}/api/search?q=a+red+circle&k=4")["results"]
+        assert [hit["id"] for hit in hits] == [hit["id"] for hit in api]
+        assert set(hits[0]) == {"id", "path", "score"}
+        assert cli("status")["indexed"] == 13
+        by_id = cli("similar", hits[0]["id"], "-k", "3")
+        assert len(by_id) == 3 and hits[0]["id"] not in {hit["id"] for hit in by_id}
+        by_file = cli("similar", str(gallery / "red-square.jpg"), "-k", "3")
+        assert by_file[0]["path"] in {str(gallery / "red-square.jpg"), str(gallery / "copied.jpg")}
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+def test_server_option_reports_an_unreachable_server(tmp_path, random_clip):
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
+    url = f"http://127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "pixseek.cli", "search", "x", "--server", url]
+    run = subprocess.run(
+        command, env=os.environ | {"PIXSEEK_CONFIG": str(config)}, capture_output=True, text=True
+    )
+    assert run.returncode == 1 and "cannot reach" in run.stderr
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path, random_clip):

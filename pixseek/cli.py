@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,10 +21,22 @@ from rich.table import Table
 from rich.text import Text
 
 from pixseek import remote
-from pixseek.config import ConfigError, LoadedConfig, flatten, load_config
-
-if TYPE_CHECKING:
-    from pixseek.library import Library
+from pixseek.cli_support import (
+    ConfigOpt,
+    DataDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    MinScoreOpt,
+    ModelOpt,
+    OffsetOpt,
+    ServerOpt,
+    TopKOpt,
+    err,
+    open_library,
+    out,
+    settings,
+)
+from pixseek.config import flatten
 
 app = typer.Typer(
     name="pixseek",
@@ -36,59 +44,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="model.name: hub id or local directory.")
-]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="model.device: auto|cpu|cuda[:N].")]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="data_dir: catalog and Chroma location.")
-]
-TopKOpt = Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")]
-OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many results.")]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option("--server", help="Ask a running `pixseek serve` at this URL instead."),
-]
-MinScoreOpt = Annotated[
-    float | None, typer.Option("--min-score", help="Drop results below this cosine score.")
-]
-
-
-def _settings(config: Path | None, **flags: Any) -> LoadedConfig:
-    try:
-        return load_config(config, flags)
-    except ConfigError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _library(loaded: LoadedConfig, writer: bool = False) -> Iterator[Library]:
-    """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
-    from pixseek.embedder import ModelLoadError
-    from pixseek.library import Library
-    from pixseek.lock import StoreLockedError
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        library = Library(loaded.settings, writer=writer)
-    except StoreLockedError as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-    try:
-        yield library
-    except ModelLoadError as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-    finally:
-        library.close()
 
 
 class _RateColumn(ProgressColumn):
@@ -129,7 +84,7 @@ def index(
     """Index folders once: new, edited, moved and deleted files are brought up to date."""
     from pixseek.indexer.pipeline import index_roots
 
-    loaded = _settings(
+    loaded = settings(
         config,
         **{"model.name": model, "model.device": device, "data_dir": data_dir},
         **{"model.batch_size": batch_size, "indexer.workers": workers},
@@ -148,7 +103,7 @@ def index(
         TimeElapsedColumn(),
     )
     with (
-        _library(loaded, writer=True) as library,
+        open_library(loaded, writer=True) as library,
         Progress(*columns, console=err, disable=json_output, transient=True) as progress,
     ):
         report = index_roots(library, roots, _Bar(progress), allow_deletes=allow_deletes)
@@ -175,9 +130,7 @@ def watch(
     from pixseek.indexer.scan import normalise_root
     from pixseek.indexer.watch import watch as run_watch
 
-    loaded = _settings(
-        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
-    )
+    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
     roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")
@@ -191,7 +144,7 @@ def watch(
                 err.print(f"[yellow]warning:[/] {note}", highlight=False)
             out.print(report.summary(), highlight=False, markup=False)
 
-    with _library(loaded, writer=True) as library:
+    with open_library(loaded, writer=True) as library:
         err.print(f"watching {', '.join(roots)} (Ctrl-C to stop)", highlight=False)
         try:
             run_watch(library, roots, threading.Event(), show)
@@ -219,7 +172,7 @@ def serve(
     from pixseek.indexer.watch import watch as run_watch
     from pixseek.web.app import create_app
 
-    loaded = _settings(
+    loaded = settings(
         config,
         **{"model.name": model, "model.device": device, "data_dir": data_dir},
         **{"web.host": host, "web.port": port},
@@ -232,7 +185,7 @@ def serve(
         )
         raise typer.Exit(2)
     roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
-    with _library(loaded, writer=True) as library:
+    with open_library(loaded, writer=True) as library:
         status, stop = WatchStatus(roots=roots), threading.Event()
         show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
         watcher = threading.Thread(
@@ -280,9 +233,7 @@ def search(
     server: ServerOpt = None,
 ) -> None:
     """Images matching a text, best first, with cosine scores."""
-    loaded = _settings(
-        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
-    )
+    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
     if server:
         page = {"k": k, "offset": offset, "min_score": min_score}
         token = loaded.settings.web.token
@@ -290,7 +241,7 @@ def search(
         return
     from pixseek.search.query import search_text
 
-    with _library(loaded) as library:
+    with open_library(loaded) as library:
         _print_results(lambda: search_text(library, text, k, offset, min_score), json_output)
 
 
@@ -308,9 +259,7 @@ def similar(
     server: ServerOpt = None,
 ) -> None:
     """Images that look like an image, best first, with cosine scores."""
-    loaded = _settings(
-        config, **{"model.name": model, "model.device": device, "data_dir": data_dir}
-    )
+    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
     if server:
         page = {"k": k, "offset": offset, "min_score": min_score}
         token = loaded.settings.web.token
@@ -318,7 +267,7 @@ def similar(
         return
     from pixseek.search.query import similar as find_similar
 
-    with _library(loaded) as library:
+    with open_library(loaded) as library:
         _print_results(lambda: find_similar(library, target, k, offset, min_score), json_output)
 
 
@@ -365,12 +314,12 @@ def status(
     server: ServerOpt = None,
 ) -> None:
     """Counts, model, store, and every file that could not be indexed with the reason."""
-    loaded = _settings(config, **{"model.name": model, "data_dir": data_dir})
+    loaded = settings(config, **{"model.name": model, "data_dir": data_dir})
     if server:
         report = _remote_call(lambda: remote.status(server, loaded.settings.web.token))
         _print_status(report, json_output)
         return
-    with _library(loaded) as library:
+    with open_library(loaded) as library:
         counts = library.catalog.counts(library.model_key)
         report = {
             "indexed": counts["indexed"],
@@ -412,7 +361,7 @@ def _print_status(report: dict[str, Any], json_output: bool) -> None:
 @app.command("config")
 def show_config(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
     """The effective configuration and where each value came from."""
-    loaded = _settings(config)
+    loaded = settings(config)
     values = flatten(loaded.settings.model_dump(mode="json"))
     for secret in ("web.token", "store.headers"):
         if values.get(secret):
@@ -432,8 +381,8 @@ def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: Dat
     """Make Chroma agree with the catalog, restoring vectors from the cache (no re-embedding)."""
     from pixseek.indexer.repair import repair as run_repair
 
-    loaded = _settings(config, data_dir=data_dir)
-    with _library(loaded, writer=True) as library:
+    loaded = settings(config, data_dir=data_dir)
+    with open_library(loaded, writer=True) as library:
         result = run_repair(library)
     if json_output:
         out.print_json(data=vars(result))

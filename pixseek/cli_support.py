@@ -1,0 +1,71 @@
+"""Pieces every `pixseek` command shares: consoles, option types, config and library opening."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pixseek.config import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from pixseek.library import Library
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="model.name: hub id or local directory.")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="model.device: auto|cpu|cuda[:N].")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="data_dir: catalog and Chroma location.")
+]
+TopKOpt = Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Skip this many results.")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Ask a running `pixseek serve` at this URL instead."),
+]
+MinScoreOpt = Annotated[
+    float | None, typer.Option("--min-score", help="Drop results below this cosine score.")
+]
+
+
+def settings(config: Path | None, **flags: Any) -> LoadedConfig:
+    try:
+        return load_config(config, flags)
+    except ConfigError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def open_library(loaded: LoadedConfig, writer: bool = False) -> Iterator[Library]:
+    """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
+    from pixseek.embedder import ModelLoadError
+    from pixseek.library import Library
+    from pixseek.lock import StoreLockedError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        library = Library(loaded.settings, writer=writer)
+    except StoreLockedError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    try:
+        yield library
+    except ModelLoadError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        library.close()

@@ -49,6 +49,18 @@ _MIGRATIONS = (
         PRIMARY KEY (model, content_hash)
     );
     """,
+    """
+    CREATE TABLE tags (
+        model TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        label_set TEXT NOT NULL,
+        label TEXT NOT NULL,
+        score REAL NOT NULL,
+        flag INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (model, content_hash, label_set, label)
+    );
+    CREATE INDEX tags_flag ON tags(model, flag, content_hash);
+    """,
 )
 
 

@@ -86,6 +86,59 @@ class WebSettings(Section):
     max_upload_mb: float = Field(20.0, gt=0)
 
 
+DEFAULT_TEMPLATES = [
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a close-up photo of a {}.",
+    "a picture of a {}.",
+    "an image showing {}.",
+]
+
+
+class LabelSet(Section):
+    """Labels scored against every image at index time; those above the threshold become tags."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    labels: list[str] = Field(min_length=1)
+    neutral: list[str] = Field(default_factory=list)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    flag: bool = False
+
+
+class ClassifySettings(Section):
+    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
+    label_sets: list[LabelSet] = Field(default_factory=list)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_have_slot(cls, value: list[str]) -> list[str]:
+        for template in value:
+            if template.count("{}") != 1:
+                raise ValueError(f"each template needs exactly one {{}} (got {template!r})")
+        return value
+
+    @property
+    def safe_search_default(self) -> bool:
+        """Flagged images are hidden unless asked for when any label set flags."""
+        return any(label_set.flag for label_set in self.label_sets)
+
+
+KeepRule = Literal["largest_pixels", "largest_file", "format", "oldest", "newest", "shortest_path"]
+
+
+class DedupSettings(Section):
+    near_hamming: int = Field(6, ge=0, le=64)
+    semantic_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    keep_rules: list[KeepRule] = Field(
+        default_factory=lambda: ["largest_pixels", "format", "oldest", "shortest_path"]
+    )
+    format_preference: list[str] = Field(
+        default_factory=lambda: ["HEIF", "AVIF", "PNG", "TIFF", "WEBP", "JPEG", "BMP", "GIF"]
+    )
+    prefer_paths: list[str] = Field(default_factory=list)
+    protect_paths: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     """The whole configuration; sections mirror config.yaml."""
 
@@ -99,6 +152,8 @@ class Settings(BaseSettings):
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    dedup: DedupSettings = Field(default_factory=DedupSettings)
 
     @property
     def data_path(self) -> Path:

@@ -313,9 +313,9 @@ def pixseek_dtype(cwd: Path, env: dict[str, str], config: Path) -> str:
     code = (
         "import sys\n"
         "from pixseek.config import load_config\n"
-        "from pixseek.embedder import resolve_device, resolve_dtype\n"
+        "from pixseek.embedder import resolve_devices, resolve_dtype\n"
         "model = load_config(__import__('pathlib').Path(sys.argv[1])).settings.model\n"
-        "device = resolve_device(model.device)\n"
+        "device = resolve_devices(model.device)[0]\n"
         "print(model.dtype, device, str(resolve_dtype(model.dtype, device)))\n"
     )
     done = subprocess.run(

@@ -1,7 +1,8 @@
 """One indexing run: repair, scan, plan, then decode → batch → embed → write, then deletes.
 
-Each embedded batch is committed to the catalog (rows and vectors) before it is written to
-Chroma, so a run killed at any point resumes without embedding anything twice.
+Each embedded batch is committed to the catalog (rows and vectors) before it is handed to the
+publisher thread that writes Chroma, so a run killed at any point resumes without embedding
+anything twice, and the model never waits for Chroma.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Protocol
 import numpy as np
 
 from pixseek.catalog import FAILED, INDEXED, FileRow
-from pixseek.imaging import PreparedImage
+from pixseek.imaging import JpegHeader, PreparedImage
+from pixseek.indexer.batched import Item, embed_batched, takes
 from pixseek.indexer.decode import DecodeFailure, DecodePool
+from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan
+from pixseek.indexer.publisher import Publisher
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import normalise_root, scan_root
 from pixseek.library import Library
@@ -44,7 +48,11 @@ class _Silent:
 
 @dataclass
 class IndexReport:
-    """What a run did; `embedded` counts images that went through the model."""
+    """What a run did; `embedded` counts images that went through the model.
+
+    `cached_s` is when every embedding was in the catalog's cache; `elapsed` when every record
+    was also searchable in Chroma.
+    """
 
     added: int = 0
     updated: int = 0
@@ -56,6 +64,7 @@ class IndexReport:
     repaired: int = 0
     decoded: int = 0
     deferred: int = 0
+    cached_s: float = 0.0
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -106,64 +115,138 @@ def index_roots(
     report.unchanged = plan.unchanged + len(plan.touched)
     report.deferred = plan.deferred
     report.notes = plan.notes
-    _apply_moves_and_touches(library, plan, report)
-    _record_failures(library, plan.failures, report)
-    if plan.to_decode:
-        progress.start("indexing", len(plan.to_decode))
-        _decode_and_embed(library, plan, report, progress)
-    _apply_deletes(library, plan.deletes, report)
+    with Publisher(library) as publisher:
+        run = _Run(library, plan, report, publisher, progress)
+        run.apply_moves_and_touches()
+        run.record_failures(plan.failures)
+        if plan.to_decode:
+            progress.start("indexing", len(plan.to_decode))
+            run.decode_and_embed()
+        report.cached_s = time.perf_counter() - started
+        run.apply_deletes()
     report.elapsed = time.perf_counter() - started
     return report
 
 
-def _apply_moves_and_touches(library: Library, plan: Plan, report: IndexReport) -> None:
-    for old, new in plan.moves:
-        library.catalog.move(old.id, new)
-    library.catalog.save(plan.touched)
-    library.store.delete([old.id for old, _ in plan.moves])
-    library.publish([new for _, new in plan.moves] + plan.touched)
-    report.moved = len(plan.moves)
+def uses_batched_decode(library: Library) -> bool:
+    """`indexer.decode`: batched JPEG decoding on the model's device, or decode workers only."""
+    mode = library.settings.indexer.decode
+    if mode == "auto":
+        return library.embedder.device.type == "cuda" and gpu_decoder_available()
+    return mode == "batched"
 
 
-def _record_failures(library: Library, rows: Sequence[FileRow], report: IndexReport) -> None:
-    if not rows:
-        return
-    library.catalog.save(rows)
-    library.store.delete([row.id for row in rows])
-    report.failed += len(rows)
+class _Run:
+    """The writing half of one run: catalog first, then Chroma through the publisher."""
+
+    def __init__(
+        self,
+        library: Library,
+        plan: Plan,
+        report: IndexReport,
+        publisher: Publisher,
+        progress: Progress,
+    ) -> None:
+        self.library, self.plan, self.report = library, plan, report
+        self.publisher, self.progress = publisher, progress
+
+    def apply_moves_and_touches(self) -> None:
+        for old, new in self.plan.moves:
+            self.library.catalog.move(old.id, new)
+        self.library.catalog.save(self.plan.touched)
+        self.publisher.delete([old.id for old, _ in self.plan.moves])
+        self.publisher.upsert([new for _, new in self.plan.moves] + self.plan.touched)
+        self.report.moved = len(self.plan.moves)
+
+    def record_failures(self, rows: Sequence[FileRow]) -> None:
+        if not rows:
+            return
+        self.library.catalog.save(rows)
+        self.publisher.delete([row.id for row in rows])
+        self.report.failed += len(rows)
+
+    def refuse(self, row: FileRow, reason: str, retryable: bool) -> None:
+        log.warning("cannot index %s: %s", row.path, reason)
+        self.progress.advance(1)
+        self.record_failures([replace(row, status=FAILED, reason=reason, retryable=retryable)])
+
+    def apply_deletes(self) -> None:
+        ids = [row.id for row in self.plan.deletes]
+        self.library.catalog.delete(ids)
+        self.publisher.delete(ids)
+        self.report.deleted = sum(1 for row in self.plan.deletes if row.status == INDEXED)
+
+    def decode_and_embed(self) -> None:
+        rows = self.plan.to_decode
+        if uses_batched_decode(self.library):
+            cached = self.library.catalog.cached_hashes(
+                self.library.model_key, (row.content_hash for row in rows)
+            )
+            fresh_jpegs = [row for row in rows if takes(row) and row.content_hash not in cached]
+            others = [row for row in rows if not takes(row) or row.content_hash in cached]
+            embed_batched(
+                fresh_jpegs,
+                self.library.embedders,
+                self.library.limits,
+                self.library.settings.indexer.workers,
+                on_embedded=self._write_embedded,
+                on_leftover=others.append,
+                on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
+            )
+            rows = others
+        self._decode_with_workers(rows)
+
+    def _write_embedded(self, pairs: list[tuple[Item, np.ndarray]]) -> None:
+        rows = [_described(item.row, item.header) for item, _ in pairs]
+        embeddings = {item.row.content_hash: vector for item, vector in pairs}
+        self.report.embedded += len(embeddings)
+        self._commit(rows, embeddings)
+
+    def _decode_with_workers(self, rows: Sequence[FileRow]) -> None:
+        settings = self.library.settings.indexer
+        batch: list[tuple[FileRow, np.ndarray]] = []
+        with DecodePool(
+            settings.workers, self.library.limits, self.library.embedder.spec, settings.queue_size
+        ) as pool:
+            for row, result in pool.decode((row, row.path) for row in rows):
+                if isinstance(result, DecodeFailure):
+                    self.refuse(row, result.reason, result.retryable)
+                    continue
+                batch.append((_described(row, result), result.pixels))
+                if len(batch) >= self.library.embedder.batch_size:
+                    self._embed_pixels(batch)
+                    batch = []
+            self._embed_pixels(batch)
+
+    def _embed_pixels(self, batch: list[tuple[FileRow, np.ndarray]]) -> None:
+        if not batch:
+            return
+        model = self.library.model_key
+        cached = self.library.catalog.cached_hashes(model, (row.content_hash for row, _ in batch))
+        fresh: dict[str, np.ndarray] = {}
+        for row, pixels in batch:
+            if row.content_hash not in cached and row.content_hash not in fresh:
+                fresh[row.content_hash] = pixels
+        embeddings = {}
+        if fresh:
+            vectors = self.library.embedder.encode_pixels(list(fresh.values()))
+            embeddings = dict(zip(fresh, vectors, strict=True))
+            self.report.embedded += len(fresh)
+        self._commit([row for row, _ in batch], embeddings)
+
+    def _commit(self, rows: list[FileRow], embeddings: dict[str, np.ndarray]) -> None:
+        self.library.catalog.save(rows, self.library.model_key, embeddings)
+        self.publisher.upsert(rows)
+        self.progress.advance(len(rows))
+        self.report.decoded += len(rows)
+        for row in rows:
+            if row.id in self.plan.replaced_ids:
+                self.report.updated += 1
+            else:
+                self.report.added += 1
 
 
-def _apply_deletes(library: Library, rows: Sequence[FileRow], report: IndexReport) -> None:
-    ids = [row.id for row in rows]
-    library.catalog.delete(ids)
-    library.store.delete(ids)
-    report.deleted = sum(1 for row in rows if row.status == INDEXED)
-
-
-def _decode_and_embed(
-    library: Library, plan: Plan, report: IndexReport, progress: Progress
-) -> None:
-    embedder = library.embedder
-    settings = library.settings.indexer
-    batch: list[tuple[FileRow, np.ndarray]] = []
-    with DecodePool(settings.workers, library.limits, embedder.spec, settings.queue_size) as pool:
-        for row, result in pool.decode((row, row.path) for row in plan.to_decode):
-            progress.advance(1)
-            if isinstance(result, DecodeFailure):
-                log.warning("cannot index %s: %s", row.path, result.reason)
-                failed = replace(
-                    row, status=FAILED, reason=result.reason, retryable=result.retryable
-                )
-                _record_failures(library, [failed], report)
-                continue
-            batch.append((_described(row, result), result.pixels))
-            if len(batch) >= embedder.batch_size:
-                _write_batch(library, batch, plan, report)
-                batch = []
-        _write_batch(library, batch, plan, report)
-
-
-def _described(row: FileRow, image: PreparedImage) -> FileRow:
+def _described(row: FileRow, image: PreparedImage | JpegHeader) -> FileRow:
     return replace(
         row,
         status=INDEXED,
@@ -175,30 +258,3 @@ def _described(row: FileRow, image: PreparedImage) -> FileRow:
         taken_at=image.taken_at,
         camera=image.camera,
     )
-
-
-def _write_batch(
-    library: Library, batch: list[tuple[FileRow, np.ndarray]], plan: Plan, report: IndexReport
-) -> None:
-    if not batch:
-        return
-    model = library.model_key
-    cached = library.catalog.cached_hashes(model, (row.content_hash for row, _ in batch))
-    fresh: dict[str, np.ndarray] = {}
-    for row, pixels in batch:
-        if row.content_hash not in cached and row.content_hash not in fresh:
-            fresh[row.content_hash] = pixels
-    embeddings = {}
-    if fresh:
-        vectors = library.embedder.encode_pixels(list(fresh.values()))
-        embeddings = dict(zip(fresh, vectors, strict=True))
-        report.embedded += len(fresh)
-    rows = [row for row, _ in batch]
-    library.catalog.save(rows, model, embeddings)
-    library.publish(rows)
-    report.decoded += len(rows)
-    for row in rows:
-        if row.id in plan.replaced_ids:
-            report.updated += 1
-        else:
-            report.added += 1

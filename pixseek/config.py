@@ -34,7 +34,7 @@ class ModelSettings(Section):
     name: str = "openai/clip-vit-base-patch32"
     device: str = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    batch_size: int = Field(32, ge=1, le=65536)
+    batch_size: int = Field(0, ge=0, le=65536)
 
     @field_validator("device")
     @classmethod
@@ -48,6 +48,9 @@ class HnswSettings(Section):
     m: int = Field(16, ge=2, le=512)
     construction_ef: int = Field(100, ge=1)
     search_ef: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=2)
+    sync_threshold: int = Field(1000, ge=2)
+    num_threads: int = Field(0, ge=0)
 
 
 class StoreSettings(Section):
@@ -68,6 +71,7 @@ class IndexerSettings(Section):
     max_file_mb: float = Field(200.0, gt=0)
     max_pixels: int = Field(89_478_485, ge=1)
     workers: int = Field(0, ge=0)
+    decode: Literal["auto", "workers", "batched"] = "auto"
     queue_size: int = Field(256, ge=1)
     delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from pixseek.config import ModelSettings
 from pixseek.imaging import PreprocessSpec, preprocess
+from pixseek.text_graph import capture
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,21 @@ def collection_name(name: str) -> str:
     return f"pixseek-{slug or 'model'}-{digest}"
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks the first CUDA device when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+def resolve_devices(device: str) -> list[torch.device]:
+    """Devices the indexer embeds on: `auto` and `cuda` mean every visible GPU (else the CPU
+    for `auto`), `cuda:N` one GPU, `cpu` the CPU. Queries use the first."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return [torch.device("cpu")]
+    if not torch.cuda.is_available():
         raise ModelLoadError(f"model.device is {device!r} but no CUDA device is available")
-    return torch.device(device)
+    if device in ("auto", "cuda"):
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [torch.device(device)]
+
+
+def resolve_batch_size(configured: int, device: torch.device) -> int:
+    """`0` means 256 images per forward pass on a GPU and 32 on a CPU."""
+    return configured or (256 if device.type == "cuda" else 32)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -73,11 +82,12 @@ def _cpu_has_native_bf16() -> bool:
 class Embedder:
     """A loaded model; every `encode_*` method returns float32 rows of unit length."""
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: ModelSettings, device: torch.device | None = None) -> None:
+        """Load the model on `device` (default: the first of `model.device`)."""
         self.name = settings.name
         self.key = model_key(settings.name)
-        self.batch_size = settings.batch_size
-        self.device = resolve_device(settings.device)
+        self.device = device or resolve_devices(settings.device)[0]
+        self.batch_size = resolve_batch_size(settings.batch_size, self.device)
         self.dtype = resolve_dtype(settings.dtype, self.device)
         self.calls = 0
         self._lock = threading.Lock()
@@ -96,7 +106,18 @@ class Embedder:
         self._mean = torch.tensor(image_processor.image_mean, device=self.device).view(shape)
         self._std = torch.tensor(image_processor.image_std, device=self.device).view(shape)
         self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
+        self._max_text = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        self._text_graph = None
+        if self.device.type == "cuda":
+            self._text_graph = capture(
+                self.model, self.processor.tokenizer, self._max_text, self.device
+            )
         log.info("loaded %s on %s as %s", settings.name, self.device, self.dtype)
+
+    @property
+    def text_graph_ready(self) -> bool:
+        """True when batch-1 text queries replay a captured CUDA graph."""
+        return self._text_graph is not None
 
     @property
     def dim(self) -> int:
@@ -105,12 +126,18 @@ class Embedder:
 
     def encode_pixels(self, pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Embed a batch of uint8 [h, w, 3] arrays made by `imaging.preprocess`."""
-        chunks = []
         batch = np.stack(list(pixels)) if not isinstance(pixels, np.ndarray) else pixels
+        host = torch.from_numpy(batch).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            host = host.pin_memory()
+        return self.encode_uint8(host.to(self.device, non_blocking=True))
+
+    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed uint8 [n, 3, h, w] pixels already resized and cropped (on any device)."""
+        chunks = []
         for start in range(0, len(batch), self.batch_size):
-            host = torch.from_numpy(batch[start : start + self.batch_size])
-            on_device = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-            values = (on_device * self._rescale - self._mean) / self._std
+            chunk = batch[start : start + self.batch_size].to(self.device, non_blocking=True)
+            values = (chunk.float() * self._rescale - self._mean) / self._std
             chunks.append(self._run(self.model.get_image_features, pixel_values=values))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
@@ -120,14 +147,17 @@ class Embedder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; long texts are truncated to the model's context length."""
-        max_length = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        if len(texts) == 1 and self._text_graph is not None:
+            ids = self.processor.tokenizer(texts[0], truncation=True, max_length=self._max_text)
+            with self._lock:
+                return _unit_rows(self._text_graph(ids["input_ids"]))
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self.processor.tokenizer(
                 list(texts[start : start + self.batch_size]),
                 padding=True,
                 truncation=True,
-                max_length=max_length,
+                max_length=self._max_text,
                 return_tensors="pt",
             ).to(self.device)
             chunks.append(self._run(self.model.get_text_features, **tokens))
@@ -139,10 +169,13 @@ class Embedder:
         with self._lock, torch.inference_mode():
             output = tower(**inputs)
             self.calls += 1
-        features = output if isinstance(output, torch.Tensor) else output.pooler_output
-        features = features.float()
-        features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+        return _unit_rows(output if isinstance(output, torch.Tensor) else output.pooler_output)
+
+
+def _unit_rows(features: torch.Tensor) -> np.ndarray:
+    features = features.float()
+    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy().astype(np.float32, copy=False)
 
 
 def preprocess_spec(image_processor) -> PreprocessSpec:

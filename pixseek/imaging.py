@@ -7,6 +7,7 @@ one of them never touches the process holding the model.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -106,14 +107,7 @@ class PreparedImage:
 def open_image(path: Path, limits: Limits, draft_target: int | None = None) -> DecodedImage:
     """Decode `path` to upright 8-bit RGB, or raise ImageError with a reason a user can act on."""
     try:
-        size = os.stat(path).st_size
-        if size == 0:
-            raise ImageError("empty file (0 bytes); retried on the next run", retryable=True)
-        if size > limits.max_bytes:
-            raise ImageError(
-                f"file is {size / 1e6:.1f} MB, above indexer.max_file_mb "
-                f"({limits.max_bytes / 1e6:.1f} MB)"
-            )
+        check_file_size(os.stat(path).st_size, limits)
         Image.MAX_IMAGE_PIXELS = limits.max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -165,10 +159,60 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def check_file_size(size: int, limits: Limits) -> None:
+    """Refuse empty files (retryable: maybe still being written) and files above the cap."""
+    if size == 0:
+        raise ImageError("empty file (0 bytes); retried on the next run", retryable=True)
+    if size > limits.max_bytes:
+        raise ImageError(
+            f"file is {size / 1e6:.1f} MB, above indexer.max_file_mb "
+            f"({limits.max_bytes / 1e6:.1f} MB)"
+        )
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What batched JPEG decoding needs first: upright size, EXIF orientation, metadata."""
+
+    width: int
+    height: int
+    orientation: int
+    taken_at: float | None
+    camera: str | None
+    format: str = "JPEG"
+
+
+def read_jpeg_header(data: bytes, limits: Limits) -> JpegHeader | None:
+    """Parse a JPEG's header without decoding pixels.
+
+    Returns None for anything batched decoding must leave to `open_image` (not a JPEG, CMYK,
+    unreadable header); raises ImageError for files the caps refuse.
+    """
+    check_file_size(len(data), limits)
+    try:
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
+            if img.mode not in ("RGB", "L"):
+                return None
+            if img.width * img.height > limits.max_pixels:
+                return None
+            exif = img.getexif()
+            orientation = exif.get(0x0112, 1)
+            swapped = _swaps_axes(exif)
+            return JpegHeader(
+                width=img.height if swapped else img.width,
+                height=img.width if swapped else img.height,
+                orientation=orientation if orientation in range(1, 9) else 1,
+                taken_at=_taken_at(exif),
+                camera=_camera(exif),
+            )
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return None
+
+
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize and centre-crop like the model's image processor; returns uint8 [h, w, 3]."""
     if spec.shortest_edge is not None:
-        img = img.resize(_shortest_edge_size(img.size, spec.shortest_edge), spec.resample)
+        img = img.resize(shortest_edge_size(img.size, spec.shortest_edge), spec.resample)
     elif spec.resize_to is not None:
         img = img.resize((spec.resize_to[1], spec.resize_to[0]), spec.resample)
     pixels = np.asarray(img, dtype=np.uint8)
@@ -188,7 +232,7 @@ def center_crop(pixels: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(pixels[top : top + crop_h, left : left + crop_w])
 
 
-def _shortest_edge_size(size: tuple[int, int], shortest_edge: int) -> tuple[int, int]:
+def shortest_edge_size(size: tuple[int, int], shortest_edge: int) -> tuple[int, int]:
     width, height = size
     short, long = (width, height) if width <= height else (height, width)
     new_long = max(1, int(shortest_edge * long / short))

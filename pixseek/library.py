@@ -11,7 +11,7 @@ from functools import cached_property
 
 from pixseek.catalog import Catalog, FileRow
 from pixseek.config import Settings
-from pixseek.embedder import Embedder, collection_name, model_key
+from pixseek.embedder import Embedder, collection_name, model_key, resolve_devices
 from pixseek.imaging import Limits
 from pixseek.lock import WriterLock
 from pixseek.store import Store
@@ -35,6 +35,12 @@ class Library:
     def embedder(self) -> Embedder:
         """The CLIP model, loaded on first use."""
         return Embedder(self.settings.model)
+
+    @cached_property
+    def embedders(self) -> list[Embedder]:
+        """One model per indexing device (every visible GPU for `cuda`); the first also queries."""
+        devices = resolve_devices(self.settings.model.device)
+        return [self.embedder, *(Embedder(self.settings.model, device) for device in devices[1:])]
 
     @property
     def limits(self) -> Limits:

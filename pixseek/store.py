@@ -55,6 +55,9 @@ class Store:
                     "max_neighbors": hnsw.m,
                     "ef_construction": hnsw.construction_ef,
                     "ef_search": hnsw.search_ef,
+                    "batch_size": hnsw.batch_size,
+                    "sync_threshold": hnsw.sync_threshold,
+                    **({"num_threads": hnsw.num_threads} if hnsw.num_threads else {}),
                 }
             },
             embedding_function=None,

@@ -62,9 +62,8 @@ def test_copies_moves_deletes_and_slow_writes(watching):
     for number in range(200):
         (incoming / f"{number:02d}.jpg").write_bytes(_jpeg(number))
     _wait_for(lambda: len(_paths(library)) == 200, "200 copied files to be indexed")
-    assert library.store.count() == 200
-
     _wait_for(lambda: sum(r.embedded for r in reports) == 200, "the burst's report")
+    assert library.store.count() == 200
     embedded_before = 200
     shutil.move(incoming, root / "sorted")
     _wait_for(lambda: all("/sorted/" in path for path in _paths(library)), "the folder move")

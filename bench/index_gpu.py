@@ -1,0 +1,253 @@
+"""GPU indexing benchmark: `pixseek index` end to end against the hardware JPEG-decode limit.
+
+On one GPU machine, in one run: generate photo-like 12 MP (4000x3000) and 640x480 JPEGs on local
+disk, then measure for each set
+  (a) decode-only limit: nvImageCodec on the hardware JPEG engines (batch 128, bytes in memory),
+      and torchvision nvjpeg for comparison;
+  (b) the naive loop of bench/index_cpu.py (PIL → CLIPProcessor → model, one image at a time; the
+      model on the GPU in fp32) on a subset;
+  (c) `pixseek index` into embedded Chroma, in a subprocess: images/s into the embedding cache
+      and images/s searchable in Chroma, GPU memory peak (nvidia-smi), and recall@10 of the
+      collection against exact search.
+plus the default-settings Chroma write rate for the same number of vectors. Run from the
+repository root on a GPU machine:
+
+    HF_HUB_OFFLINE=1 python bench/index_gpu.py --big 2000 --small 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from chroma_ingest import ingest, recall_at_10
+from index_cpu import ensure_model, make_image
+
+from pixseek.config import StoreSettings
+from pixseek.store import Store
+
+SIZES = {"12mp": (4000, 3000), "640x480": (640, 480)}
+
+
+def _make(job: tuple[Path, int, int, int]) -> None:
+    path, width, height, seed = job
+    if path.exists():
+        return
+    rng = np.random.default_rng(seed)
+    base = make_image(seed % 24).resize((width, height), Image.Resampling.BILINEAR)
+    shift = (int(rng.integers(height)), int(rng.integers(width)))
+    pixels = np.roll(np.asarray(base), shift, (0, 1)).copy()
+    y, x = int(rng.integers(height - height // 8)), int(rng.integers(width - width // 8))
+    pixels[y : y + height // 8, x : x + width // 8] = rng.integers(0, 256, 3)
+    grain = rng.normal(0, 3, pixels.shape)
+    image = Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
+    image.save(path.with_suffix(".tmp"), "JPEG", quality=90)
+    path.with_suffix(".tmp").replace(path)
+
+
+def generate(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
+    """Photo-like JPEGs, each distinct (shifted, patched, fresh grain)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(folder / f"img_{i:06d}.jpg", *size, i) for i in range(count)]
+    with Pool(os.cpu_count()) as pool:
+        pool.map(_make, jobs, chunksize=8)
+    return [job[0] for job in jobs]
+
+
+def decode_only(paths: list[Path]) -> dict[str, float]:
+    """Images/s of decode alone, bytes already in memory, batch 128."""
+    blobs = [path.read_bytes() for path in paths]
+    rates: dict[str, float] = {}
+    try:
+        from nvidia import nvimgcodec
+
+        hardware = nvimgcodec.Decoder(
+            backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY)]
+        )
+        rates["nvimgcodec hardware"] = _rate(lambda batch: hardware.decode(batch), blobs)
+    except (ImportError, RuntimeError) as error:
+        print(f"nvimgcodec: {error}")
+    try:
+        from torchvision.io import decode_jpeg
+
+        tensors = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        nvjpeg = _rate(lambda batch: decode_jpeg(batch, device="cuda"), tensors)
+        rates["torchvision nvjpeg"] = nvjpeg
+    except (ImportError, RuntimeError) as error:
+        print(f"nvjpeg: {error}")
+    return rates
+
+
+def _rate(decode, items: list) -> float:
+    decode(items[:128])
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for start in range(0, len(items), 128):
+        decode(items[start : start + 128])
+    torch.cuda.synchronize()
+    return len(items) / (time.perf_counter() - started)
+
+
+def naive(paths: list[Path], model_dir: Path) -> float:
+    """The naive loop, model on the GPU in fp32; images/s."""
+    import chromadb
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(model_dir).eval().cuda()
+    processor = CLIPProcessor.from_pretrained(model_dir)
+    client = chromadb.EphemeralClient(settings=chromadb.Settings(anonymized_telemetry=False))
+    collection = client.create_collection(
+        "naive", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+    )
+    started = time.perf_counter()
+    for index, path in enumerate(paths):
+        inputs = processor(images=Image.open(path).convert("RGB"), return_tensors="pt")
+        with torch.no_grad():
+            output = model.get_image_features(pixel_values=inputs["pixel_values"].cuda())
+        features = output if isinstance(output, torch.Tensor) else output.pooler_output
+        vector = torch.nn.functional.normalize(features.float(), dim=-1)[0].cpu()
+        collection.add(ids=[str(index)], embeddings=[vector.tolist()], metadatas=[{"p": str(path)}])
+    return len(paths) / (time.perf_counter() - started)
+
+
+class GpuMemory:
+    """Peak GPU memory in use (MiB) while a block runs, sampled with nvidia-smi."""
+
+    def __enter__(self) -> GpuMemory:
+        self.peak = 0
+        self._proc = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
+             "-lms", "200"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.strip().isdigit():
+                self.peak = max(self.peak, int(line.strip()))
+
+    def __exit__(self, *_exc: object) -> None:
+        self._proc.terminate()
+        self._thread.join(timeout=2)
+
+
+def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict:
+    """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory."""
+    data = work / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    config = work / "config.json"
+    settings = {
+        "data_dir": str(data),
+        "model": {"name": str(model_dir), "device": "cuda"},
+        "store": {"hnsw": hnsw},
+    }
+    config.write_text(json.dumps(settings))
+    cmd = [sys.executable, "-m", "pixseek.cli", "index", str(folder), "--json"]
+    cmd += ["--config", str(config)]
+    with GpuMemory() as memory:
+        started = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    report = json.loads(done.stdout)
+    report |= {"wall_s": wall, "gpu_peak_mib": memory.peak, "stderr_tail": done.stderr[-600:]}
+    store = Store(StoreSettings(hnsw=hnsw), data / "chroma", _collection(model_dir))
+    report["records"] = store.count()
+    return report
+
+
+def _collection(model_dir: Path) -> str:
+    from pixseek.embedder import collection_name
+
+    return collection_name(str(model_dir))
+
+
+def main() -> int:
+    """Run every measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--big", type=int, default=2000)
+    parser.add_argument("--small", type=int, default=20000)
+    parser.add_argument("--naive", type=int, default=200, help="images per set for the naive loop")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/pixseek-bench"))
+    parser.add_argument("--hnsw", type=json.loads, default={}, help="store.hnsw settings (JSON)")
+    args = parser.parse_args()
+    work = args.workdir
+    model_dir = work / "model"
+    ensure_model(model_dir)
+    rows = []
+    for name, count in (("12mp", args.big), ("640x480", args.small)):
+        started = time.perf_counter()
+        paths = generate(work / name, count, SIZES[name])
+        print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
+        limits = decode_only(paths)
+        naive_rate = naive(paths[: args.naive], model_dir)
+        report = pixseek_index(work / name, model_dir, work / f"run-{name}", args.hnsw)
+        cached = report["decoded"] / report["cached_s"]
+        searchable = report["decoded"] / report["elapsed"]
+        store = Store(StoreSettings(), work / f"chroma-default-{name}", "default")
+        default_chroma = ingest(store, _unit_vectors(count))
+        tuned = Store(StoreSettings(hnsw=args.hnsw), work / f"run-{name}/data/chroma",
+                      _collection(model_dir))  # fmt: skip
+        stored = tuned.collection.get(include=["embeddings"])
+        vectors = np.asarray(stored["embeddings"], dtype=np.float32)
+        recall, _ = recall_at_10(_Relabelled(tuned, stored["ids"]), vectors, 300)
+        hardware = limits.get("nvimgcodec hardware") or max(limits.values(), default=float("nan"))
+        row = {
+            "set": name, "images": count, "decode_only": limits, "naive_per_s": naive_rate,
+            "cached_per_s": cached, "searchable_per_s": searchable, "wall_s": report["wall_s"],
+            "default_chroma_per_s": default_chroma, "recall_at_10": recall,
+            "gpu_peak_mib": report["gpu_peak_mib"], "records": report["records"],
+            "report": report,
+        }  # fmt: skip
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+        print(
+            f"{name}: decode-only {hardware:,.0f}/s | cache {cached:,.0f}/s "
+            f"({cached / hardware:.0%} of decode-only, {cached / naive_rate:.1f}x naive "
+            f"{naive_rate:.1f}/s) | searchable {searchable:,.0f}/s "
+            f"({searchable / default_chroma:.2f}x default Chroma {default_chroma:,.0f}/s) | "
+            f"recall@10 {recall:.3f} | GPU peak {report['gpu_peak_mib']} MiB",
+            flush=True,
+        )
+    (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
+    return 0
+
+
+def _unit_vectors(count: int) -> np.ndarray:
+    data = np.random.default_rng(0).normal(size=(count, 512)).astype(np.float32)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+class _Relabelled:
+    """The pixseek collection seen with ids r0..rN in the order of `ids` (for recall)."""
+
+    def __init__(self, store: Store, ids: list[str]) -> None:
+        self.store = store
+        self.position = {record: index for index, record in enumerate(ids)}
+
+    def query(self, vector: np.ndarray, k: int):
+        hits = self.store.query(vector, k)
+        for hit in hits:
+            hit.id = f"r{self.position[hit.id]}"
+        return hits
+
+
+if __name__ == "__main__":
+    sys.exit(main())

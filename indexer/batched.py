@@ -1,0 +1,193 @@
+"""Batched JPEG indexing: files are read and their headers parsed in threads, then each batch is
+decoded, oriented, resized and embedded on the model's device.
+
+One lane per model device (every visible GPU with `model.device: cuda`). A lane runs two threads —
+decode+preprocess and embed — with a short queue between them, each on its own CUDA stream, so the
+JPEG engines decode the next batch while the model runs on this one. Files the batched path can't
+take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers for the CPU decode
+workers, which give every failure its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixseek.catalog import FileRow
+from pixseek.embedder import Embedder
+from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
+from pixseek.indexer.decode import worker_count
+from pixseek.indexer.jpeg_decoders import make_decoder
+from pixseek.tensor_preprocess import orient, resize_crop
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+_STOP = object()
+
+
+@dataclass
+class Item:
+    """A file on its way through the batched path."""
+
+    row: FileRow
+    data: bytes
+    header: JpegHeader
+
+
+def takes(row: FileRow) -> bool:
+    """Files the batched path tries first (by name; the header decides for sure)."""
+    return Path(row.path).suffix.lower() in JPEG_SUFFIXES
+
+
+def read_items(
+    rows: Iterable[FileRow], limits: Limits, threads: int, window: int
+) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
+    """Read files and parse JPEG headers in threads, in order, at most `window` ahead."""
+    with ThreadPoolExecutor(threads, thread_name_prefix="pixseek-read") as pool:
+        pending: deque[Future] = deque()
+        for row in rows:
+            pending.append(pool.submit(_read, row, limits))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, ImageError]:
+    try:
+        data = Path(row.path).read_bytes()
+        header = read_jpeg_header(data, limits)
+    except ImageError as error:
+        return row, error
+    except OSError:
+        return row  # the CPU path reports unreadable files with their reason
+    return Item(row, data, header) if header is not None else row
+
+
+class Lane:
+    """One model device: a decode thread and an embed thread joined by a short queue."""
+
+    def __init__(self, embedder: Embedder, threads: int, done: queue.Queue) -> None:
+        self.embedder = embedder
+        self.decoder = make_decoder(embedder.device, embedder.spec.target, threads)
+        self.inbox: queue.Queue = queue.Queue(maxsize=1)
+        self._ready: queue.Queue = queue.Queue(maxsize=2)
+        self._done = done
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._decode_loop,), daemon=True),
+            threading.Thread(target=self._guard, args=(self._embed_loop,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _stream(self):
+        device = self.embedder.device
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.cuda.stream(torch.cuda.Stream(device))
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            with self._stream():
+                loop()
+        except BaseException as error:  # reported to the caller, which stops the run
+            self._done.put(error)
+
+    def _decode_loop(self) -> None:
+        while (batch := self.inbox.get()) is not _STOP:
+            pixels = self.decoder.decode([item.data for item in batch])
+            good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
+            failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
+            crops = None
+            if good:
+                upright = [orient(p, item.header.orientation) for item, p in good]
+                crops = resize_crop(upright, self.embedder.spec)
+                if crops.is_cuda:
+                    torch.cuda.current_stream(crops.device).synchronize()
+            self._ready.put(([item for item, _ in good], crops, failed))
+        self._ready.put(_STOP)
+
+    def _embed_loop(self) -> None:
+        while (ready := self._ready.get()) is not _STOP:
+            items, crops, failed = ready
+            vectors = self.embedder.encode_uint8(crops) if crops is not None else None
+            self._done.put((items, vectors, failed))
+        self._done.put(_STOP)
+
+    def stop(self) -> None:
+        """Finish the batches handed in, then end both threads."""
+        self.inbox.put(_STOP)
+
+
+def embed_batched(
+    rows: Sequence[FileRow],
+    embedders: Sequence[Embedder],
+    limits: Limits,
+    workers: int,
+    on_embedded: Callable[[list[tuple[Item, np.ndarray]]], None],
+    on_leftover: Callable[[FileRow], None],
+    on_refused: Callable[[FileRow, ImageError], None],
+) -> None:
+    """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order."""
+    threads = worker_count(workers)
+    batch_size = embedders[0].batch_size
+    done: queue.Queue = queue.Queue()
+    lanes = [Lane(embedder, threads, done) for embedder in embedders]
+    running = len(lanes)
+    batch: list[Item] = []
+    turn = 0
+
+    def hand_over(items: list[Item]) -> None:
+        nonlocal turn
+        lane = lanes[turn % len(lanes)]
+        turn += 1
+        while True:
+            drain(block=False)
+            with contextlib.suppress(queue.Full):
+                lane.inbox.put(items, timeout=0.05)
+                return
+
+    def drain(block: bool) -> None:
+        nonlocal running
+        while True:
+            try:
+                message = done.get(block=block)
+            except queue.Empty:
+                return
+            if isinstance(message, BaseException):
+                raise message
+            if message is _STOP:
+                running -= 1
+                if running == 0:
+                    return
+                continue
+            items, vectors, failed = message
+            for row in failed:
+                on_leftover(row)
+            if items:
+                on_embedded(list(zip(items, vectors, strict=True)))
+
+    window = max(2 * batch_size, 64)
+    for result in read_items(rows, limits, threads, window):
+        if isinstance(result, Item):
+            batch.append(result)
+            if len(batch) >= batch_size:
+                hand_over(batch)
+                batch = []
+        elif isinstance(result, tuple):
+            on_refused(*result)
+        else:
+            on_leftover(result)
+    if batch:
+        hand_over(batch)
+    for lane in lanes:
+        lane.stop()
+    drain(block=True)

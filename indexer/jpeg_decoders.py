@@ -1,0 +1,130 @@
+"""JPEG decoders that return pixels as tensors on the model's device, a batch at a time.
+
+In order of preference on a GPU: the hardware JPEG engines through nvImageCodec, nvjpeg on the
+SMs through torchvision, then Pillow in threads (also the decoder on a CPU). Every decoder returns
+the stored (not yet EXIF-rotated) RGB pixels as uint8 [3, h, w], or None for an image it could
+not decode: that file then goes the CPU path, which gives the reason, so one bad file never
+fails a batch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class JpegDecoder(Protocol):
+    """Decodes a batch of JPEG files' bytes on `device`."""
+
+    name: str
+
+    def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]: ...
+
+
+def gpu_decoder_available() -> bool:
+    """True when a GPU JPEG decoder is installed (the `gpu` extra) and CUDA is usable."""
+    if not torch.cuda.is_available():
+        return False
+    return any(importlib.util.find_spec(name) for name in ("nvidia.nvimgcodec", "torchvision"))
+
+
+def make_decoder(device: torch.device, draft_target: int, threads: int) -> JpegDecoder:
+    """The fastest decoder that works on `device`."""
+    if device.type == "cuda":
+        for factory in (NvImageCodecDecoder, NvjpegDecoder):
+            try:
+                return factory(device)
+            except (ImportError, RuntimeError) as error:
+                log.info("%s unavailable: %s", factory.__name__, error)
+    return PillowDecoder(device, draft_target, threads)
+
+
+class NvImageCodecDecoder:
+    """The GPU's hardware JPEG engines, falling back to CUDA and hybrid decoding inside."""
+
+    name = "nvimgcodec"
+
+    def __init__(self, device: torch.device) -> None:
+        from nvidia import nvimgcodec
+
+        self._codec = nvimgcodec
+        self.device = device
+        kinds = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")
+        backends = [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind)) for kind in kinds]
+        self._decoder = nvimgcodec.Decoder(device_id=device.index or 0, backends=backends)
+        self._params = nvimgcodec.DecodeParams(
+            apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.RGB
+        )
+
+    def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Decode on the current stream; returns [3, h, w] uint8 tensors."""
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        images = self._decoder.decode(list(blobs), params=self._params, cuda_stream=stream)
+        out: list[torch.Tensor | None] = []
+        for image in images:
+            if image is None:
+                out.append(None)
+                continue
+            pixels = torch.as_tensor(image, device=self.device)
+            out.append(pixels.permute(2, 0, 1) if pixels.ndim == 3 else None)
+        return out
+
+
+class NvjpegDecoder:
+    """nvjpeg through torchvision (CUDA kernels; no hardware engines)."""
+
+    name = "nvjpeg"
+
+    def __init__(self, device: torch.device) -> None:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        self._decode_jpeg, self._mode = decode_jpeg, ImageReadMode.RGB
+        self.device = device
+
+    def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Decode the batch in one call; on an error, one at a time to find the culprit."""
+        data = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        try:
+            return list(self._decode_jpeg(data, mode=self._mode, device=self.device))
+        except RuntimeError:
+            return [self._one(tensor) for tensor in data]
+
+    def _one(self, data: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return self._decode_jpeg(data, mode=self._mode, device=self.device)
+        except RuntimeError:
+            return None
+
+
+class PillowDecoder:
+    """Pillow in threads (it releases the GIL while decoding), `draft()` to twice the target."""
+
+    name = "pillow"
+
+    def __init__(self, device: torch.device, draft_target: int, threads: int) -> None:
+        self.device = device
+        self.draft_target = draft_target
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="pixseek-jpeg")
+
+    def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]:
+        """Decode every blob; pixels move to the device as they are ready."""
+        return list(self._pool.map(self._one, blobs))
+
+    def _one(self, blob: bytes) -> torch.Tensor | None:
+        try:
+            with Image.open(io.BytesIO(blob), formats=("JPEG",)) as img:
+                img.draft("RGB", (2 * self.draft_target, 2 * self.draft_target))
+                pixels = np.array(img.convert("RGB"))
+        except (OSError, SyntaxError, ValueError, EOFError):
+            return None
+        return torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)

@@ -1,0 +1,95 @@
+"""Chroma writes on their own thread, so embedding never waits for the vector store.
+
+Rows reach Chroma from the catalog's embedding cache after they are committed there; a crash
+before they are published is repaired at the next start from that cache. Writes keep the order
+they were asked in (a delete and a later upsert of the same id stay in that order) and are grouped
+into batches of the client's maximum size.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+from pixseek.catalog import FileRow
+from pixseek.library import Library
+
+_FLUSH_AFTER_S = 0.5
+
+
+class Publisher:
+    """A background writer to the store; use as a context manager (leaving waits for it)."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self.published = 0
+        self.finished_at: float | None = None
+        self._queue: queue.Queue[tuple[str, Sequence] | None] = queue.Queue(maxsize=64)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pixseek-publisher", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def upsert(self, rows: Sequence[FileRow]) -> None:
+        """Publish rows whose vectors are in the catalog's cache."""
+        if rows:
+            self._put(("upsert", list(rows)))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove records."""
+        if ids:
+            self._put(("delete", list(ids)))
+
+    def close(self) -> None:
+        """Wait until everything asked for is written; re-raise a write error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _put(self, item: tuple[str, Sequence]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(item)
+
+    def _run(self) -> None:
+        pending: list[FileRow] = []
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=_FLUSH_AFTER_S if pending else None)
+                except queue.Empty:
+                    item = ("flush", ())
+                if item is None:
+                    break
+                kind, payload = item
+                if kind == "upsert":
+                    pending.extend(payload)
+                    if len(pending) < self.library.store.batch_size:
+                        continue
+                self._flush(pending)
+                pending = []
+                if kind == "delete":
+                    self.library.store.delete(payload)
+            self._flush(pending)
+        except BaseException as error:  # surfaced to the indexing thread by close()
+            self._error = error
+            self._drain()
+        self.finished_at = time.perf_counter()
+
+    def _flush(self, rows: list[FileRow]) -> None:
+        if rows:
+            self.library.publish(rows)
+            self.published += len(rows)
+
+    def _drain(self) -> None:
+        while self._queue.get() is not None:
+            pass

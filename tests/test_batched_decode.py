@@ -1,0 +1,116 @@
+"""The batched decode path (GPU JPEG decoding on GPU machines) gives the reference embeddings.
+
+On this CPU the same code runs with Pillow as the decoder and torch on the CPU for the geometry;
+`bench/parity_gpu.py` repeats the comparison with nvImageCodec/nvjpeg on a GPU.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from pixseek.catalog import FileRow
+from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
+from pixseek.indexer.batched import embed_batched
+from pixseek.tensor_preprocess import orient, resize_crop
+from tests.conftest import Cli, write_config
+from tests.test_parity import CASES, LIMITS, embedder, photo_like, reference  # noqa: F401
+
+CLIP_GEOMETRY = PreprocessSpec(shortest_edge=224, resize_to=None, crop=(224, 224))
+
+
+def _tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pillow(orientation):
+    image = photo_like(60, 40)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif)
+    expected = _tensor(ImageOps.exif_transpose(Image.open(buffer)))
+    assert torch.equal(orient(_tensor(image), orientation), expected)
+
+
+@pytest.mark.parametrize("size", [(4000, 3000), (1600, 1200), (640, 480), (300, 200), (150, 100)])
+def test_tensor_geometry_matches_pillow(size):
+    """Shortest edge to 224 (area pre-reduction for large frames), bicubic, centre crop."""
+    image = photo_like(*size)
+    ours = resize_crop([_tensor(image)], CLIP_GEOMETRY)[0].permute(1, 2, 0).numpy()
+    theirs = preprocess(image, CLIP_GEOMETRY)
+    difference = np.abs(ours.astype(int) - theirs.astype(int))
+    assert ours.shape == theirs.shape == (224, 224, 3)
+    assert difference.mean() < 1.0, difference.mean()
+
+
+def test_mixed_sizes_keep_their_order():
+    images = [photo_like(300, 200), photo_like(200, 300), photo_like(300, 200)]
+    batch = resize_crop([_tensor(image) for image in images], CLIP_GEOMETRY)
+    for position, image in enumerate(images):
+        alone = resize_crop([_tensor(image)], CLIP_GEOMETRY)[0]
+        assert torch.equal(batch[position], alone)
+
+
+def test_header_gives_upright_size_and_leaves_cmyk_to_the_workers(tmp_path):
+    cases = {name: CASES[name](photo_like(), tmp_path)[0] for name in CASES}
+    rotated = read_jpeg_header(cases["exif-rotated jpeg"].read_bytes(), LIMITS)
+    assert (rotated.width, rotated.height, rotated.orientation) == (360, 480, 6)
+    assert read_jpeg_header(cases["cmyk jpeg"].read_bytes(), LIMITS) is None
+    assert read_jpeg_header(cases["png with alpha"].read_bytes(), LIMITS) is None
+    small = Limits(max_bytes=LIMITS.max_bytes, max_pixels=1000)
+    assert read_jpeg_header(cases["jpeg"].read_bytes(), small) is None  # the workers say why
+
+
+def _row(path: Path) -> FileRow:
+    stat = path.stat()
+    return FileRow(
+        id=path.name, root=str(path.parent), rel_path=path.name, path=str(path),
+        size=stat.st_size, mtime_ns=stat.st_mtime_ns, content_hash=path.name, status="pending",
+    )  # fmt: skip
+
+
+def test_batched_embeddings_match_the_reference(tmp_path, reference, embedder):  # noqa: F811
+    made = {name: CASES[name](photo_like(), tmp_path) for name in CASES}
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(made["jpeg"][0].read_bytes()[:2000] + b"\x00" * 50)
+    rows = [_row(path) for path, _ in made.values()] + [_row(broken)]
+    embedded, leftovers = {}, []
+    embed_batched(
+        rows, [embedder], LIMITS, workers=2,
+        on_embedded=lambda pairs: embedded.update({i.row.path: v for i, v in pairs}),
+        on_leftover=lambda row: leftovers.append(Path(row.path).name),
+        on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+    )  # fmt: skip
+    jpegs = ["jpeg", "progressive jpeg", "grayscale jpeg", "exif-rotated jpeg"]
+    assert sorted(Path(path).name for path in embedded) == sorted(made[n][0].name for n in jpegs)
+    assert "cmyk.jpg" in leftovers and "alpha.png" in leftovers
+    for name in jpegs:
+        path, expected_image = made[name]
+        theirs = reference[0]([expected_image])[0]
+        assert float(embedded[str(path)] @ theirs) >= 0.999, name
+
+
+def test_index_with_batched_decode(tmp_path, random_clip):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("jpeg", "exif-rotated jpeg", "cmyk jpeg", "png with alpha", "progressive jpeg"):
+        CASES[name](photo_like(), root)
+    (root / "broken.jpg").write_bytes((root / "plain.jpg").read_bytes()[:3000])
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data", decode="batched")
+    cli = Cli(config)
+    report = cli.index(root)
+    assert (report["added"], report["failed"], report["embedded"]) == (5, 1, 5)
+    failures = cli.json("status")["failures"]
+    assert [Path(f["path"]).name for f in failures] == ["broken.jpg"]
+    assert "truncated" in failures[0]["reason"]
+    rotated = next(row for row in cli.json("similar", str(root / "rotated.jpg"), "-k", "5"))
+    assert rotated["path"] != str(root / "rotated.jpg")
+    again = cli.index(root)
+    assert (again["embedded"], again["unchanged"]) == (0, 5)

@@ -18,6 +18,7 @@ repository root on a GPU machine:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -42,19 +43,25 @@ from pixseek.store import Store
 SIZES = {"12mp": (4000, 3000), "640x480": (640, 480)}
 
 
+@functools.lru_cache(maxsize=8)
+def _base(number: int, width: int, height: int) -> np.ndarray:
+    """One of 8 photo-like frames per size, with sensor-like grain (cached per process)."""
+    rng = np.random.default_rng(number)
+    frame = make_image(number).resize((width, height), Image.Resampling.BILINEAR)
+    grain = rng.normal(0, 3, (height, width, 3)).astype(np.float32)
+    return np.clip(np.asarray(frame, np.float32) + grain, 0, 255).astype(np.uint8)
+
+
 def _make(job: tuple[Path, int, int, int]) -> None:
     path, width, height, seed = job
     if path.exists():
         return
     rng = np.random.default_rng(seed)
-    base = make_image(seed % 24).resize((width, height), Image.Resampling.BILINEAR)
     shift = (int(rng.integers(height)), int(rng.integers(width)))
-    pixels = np.roll(np.asarray(base), shift, (0, 1)).copy()
+    pixels = np.roll(_base(seed % 8, width, height), shift, (0, 1))
     y, x = int(rng.integers(height - height // 8)), int(rng.integers(width - width // 8))
     pixels[y : y + height // 8, x : x + width // 8] = rng.integers(0, 256, 3)
-    grain = rng.normal(0, 3, pixels.shape)
-    image = Image.fromarray(np.clip(pixels + grain, 0, 255).astype(np.uint8))
-    image.save(path.with_suffix(".tmp"), "JPEG", quality=90)
+    Image.fromarray(pixels).save(path.with_suffix(".tmp"), "JPEG", quality=90)
     path.with_suffix(".tmp").replace(path)
 
 
@@ -151,6 +158,7 @@ def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict
     """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory."""
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "config.json"
     settings = {
         "data_dir": str(data),

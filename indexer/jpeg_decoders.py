@@ -44,8 +44,8 @@ def make_decoder(device: torch.device, draft_target: int, threads: int) -> JpegD
         for factory in (NvImageCodecDecoder, NvjpegDecoder):
             try:
                 return factory(device)
-            except (ImportError, RuntimeError) as error:
-                log.info("%s unavailable: %s", factory.__name__, error)
+            except (ImportError, RuntimeError, AttributeError, TypeError) as error:
+                log.warning("%s unavailable: %s", factory.__name__, error)
     return PillowDecoder(device, draft_target, threads)
 
 
@@ -63,7 +63,7 @@ class NvImageCodecDecoder:
         backends = [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind)) for kind in kinds]
         self._decoder = nvimgcodec.Decoder(device_id=device.index or 0, backends=backends)
         self._params = nvimgcodec.DecodeParams(
-            apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.RGB
+            apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB
         )
 
     def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]:

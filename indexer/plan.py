@@ -20,7 +20,7 @@ from pixseek.catalog import FAILED, INDEXED, Catalog, FileRow, content_hash, rec
 from pixseek.indexer.scan import FoundFile, RootScan
 
 log = logging.getLogger(__name__)
-HASH_THREADS = 4
+HASH_THREADS = max(4, os.cpu_count() or 1)  # hashlib releases the GIL: one per core
 
 
 @dataclass

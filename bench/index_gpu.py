@@ -170,7 +170,7 @@ def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict
     cmd += ["--config", str(config)]
     with GpuMemory() as memory:
         started = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=work)
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])

@@ -108,6 +108,58 @@ def _rate(decode, items: list) -> float:
     return len(items) / (time.perf_counter() - started)
 
 
+def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
+    """Images/s of each stage of the batched path alone, in this process (where time goes)."""
+    from pixseek.catalog import FileRow
+    from pixseek.config import ModelSettings
+    from pixseek.embedder import Embedder
+    from pixseek.imaging import Limits
+    from pixseek.indexer.batched import embed_batched, read_items
+    from pixseek.indexer.jpeg_decoders import make_decoder
+    from pixseek.tensor_preprocess import orient, resize_crop
+
+    embedder = Embedder(ModelSettings(name=str(model_dir), device="cuda"))
+    limits = Limits(max_bytes=10**9, max_pixels=10**9)
+    rows = [
+        FileRow(id=p.name, root=str(p.parent), rel_path=p.name, path=str(p), size=0,
+                mtime_ns=0, content_hash=p.name, status="pending")
+        for p in paths
+    ]  # fmt: skip
+    rates: dict[str, float] = {}
+    started = time.perf_counter()
+    items = list(read_items(rows, limits, os.cpu_count() or 1, 512))
+    rates["read + header (threads)"] = len(items) / (time.perf_counter() - started)
+    decoder = make_decoder(embedder.device, embedder.spec.target, 16)
+    batch = items[: embedder.batch_size]
+    timings: dict[str, float] = {"decode": 0.0, "resize": 0.0, "model": 0.0}
+    for attempt in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        pixels = decoder.decode([item.data for item in batch])
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        crops = resize_crop([orient(p, i.header.orientation) for i, p in zip(batch, pixels, strict=True)],
+                            embedder.spec)  # fmt: skip
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        embedder.encode_uint8(crops)
+        t3 = time.perf_counter()
+        for key, span in zip(timings, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            timings[key] = span if attempt == 0 else min(timings[key], span)
+    for key, span in timings.items():
+        rates[f"{key} ({decoder.name}, batch {len(batch)})"] = len(batch) / span
+    count = 0
+
+    def take(pairs) -> None:
+        nonlocal count
+        count += len(pairs)
+
+    started = time.perf_counter()
+    embed_batched(rows, [embedder], limits, 0, take, lambda row: None, lambda row, e: None)
+    rates["embed_batched (no catalog, no Chroma)"] = count / (time.perf_counter() - started)
+    return rates
+
+
 def naive(paths: list[Path], model_dir: Path) -> float:
     """The naive loop, model on the GPU in fp32; images/s."""
     import chromadb
@@ -117,8 +169,9 @@ def naive(paths: list[Path], model_dir: Path) -> float:
     processor = CLIPProcessor.from_pretrained(model_dir)
     client = chromadb.EphemeralClient(settings=chromadb.Settings(anonymized_telemetry=False))
     collection = client.create_collection(
-        "naive", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-    )
+        f"naive-{time.time_ns()}", configuration={"hnsw": {"space": "cosine"}},
+        embedding_function=None,
+    )  # fmt: skip
     started = time.perf_counter()
     for index, path in enumerate(paths):
         inputs = processor(images=Image.open(path).convert("RGB"), return_tensors="pt")
@@ -175,7 +228,7 @@ def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     report = json.loads(done.stdout)
-    report |= {"wall_s": wall, "gpu_peak_mib": memory.peak, "stderr_tail": done.stderr[-600:]}
+    report |= {"wall_s": wall, "gpu_peak_mib": memory.peak}
     store = Store(StoreSettings(hnsw=hnsw), data / "chroma", _collection(model_dir))
     report["records"] = store.count()
     return report
@@ -205,6 +258,9 @@ def main() -> int:
         paths = generate(work / name, count, SIZES[name])
         print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
         limits = decode_only(paths)
+        stages = stage_rates(paths, model_dir)
+        for stage, rate in stages.items():
+            print(f"  {name} stage {stage}: {rate:,.0f}/s", flush=True)
         naive_rate = naive(paths[: args.naive], model_dir)
         report = pixseek_index(work / name, model_dir, work / f"run-{name}", args.hnsw)
         cached = report["decoded"] / report["cached_s"]
@@ -218,7 +274,8 @@ def main() -> int:
         recall, _ = recall_at_10(_Relabelled(tuned, stored["ids"]), vectors, 300)
         hardware = limits.get("nvimgcodec hardware") or max(limits.values(), default=float("nan"))
         row = {
-            "set": name, "images": count, "decode_only": limits, "naive_per_s": naive_rate,
+            "set": name, "images": count, "decode_only": limits, "stages": stages,
+            "naive_per_s": naive_rate,
             "cached_per_s": cached, "searchable_per_s": searchable, "wall_s": report["wall_s"],
             "default_chroma_per_s": default_chroma, "recall_at_10": recall,
             "gpu_peak_mib": report["gpu_peak_mib"], "records": report["records"],

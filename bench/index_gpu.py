@@ -138,8 +138,8 @@ def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
         pixels = decoder.decode([item.data for item in batch])
         torch.cuda.synchronize()
         t1 = time.perf_counter()
-        crops = resize_crop([orient(p, i.header.orientation) for i, p in zip(batch, pixels, strict=True)],
-                            embedder.spec)  # fmt: skip
+        upright = [orient(p, i.header.orientation) for i, p in zip(batch, pixels, strict=True)]
+        crops = resize_crop(upright, embedder.spec)
         torch.cuda.synchronize()
         t2 = time.perf_counter()
         embedder.encode_uint8(crops)

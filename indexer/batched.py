@@ -2,7 +2,7 @@
 decoded, oriented, resized and embedded on the model's device.
 
 One lane per model device (every visible GPU with `model.device: cuda`). A lane runs two threads —
-decode+preprocess and embed — with a short queue between them, each on its own CUDA stream, so the
+decode, and resize+embed — with a short queue between them, each on its own CUDA stream, so the
 JPEG engines decode the next batch while the model runs on this one. Files the batched path can't
 take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers for the CPU decode
 workers, which give every failure its reason.
@@ -73,13 +73,13 @@ def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, Image
 
 
 class Lane:
-    """One model device: a decode thread and an embed thread joined by a short queue."""
+    """One model device: a decode thread and a resize+embed thread joined by a short queue."""
 
     def __init__(self, embedder: Embedder, threads: int, done: queue.Queue) -> None:
         self.embedder = embedder
         self.decoder = make_decoder(embedder.device, embedder.spec.target, threads)
         self.inbox: queue.Queue = queue.Queue(maxsize=1)
-        self._ready: queue.Queue = queue.Queue(maxsize=2)
+        self._ready: queue.Queue = queue.Queue(maxsize=1)
         self._done = done
         self._threads = [
             threading.Thread(target=self._guard, args=(self._decode_loop,), daemon=True),
@@ -102,23 +102,23 @@ class Lane:
             self._done.put(error)
 
     def _decode_loop(self) -> None:
+        """Decode only: the JPEG engines work while the other thread resizes and embeds."""
         while (batch := self.inbox.get()) is not _STOP:
             pixels = self.decoder.decode([item.data for item in batch])
             good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
             failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
-            crops = None
-            if good:
-                upright = [orient(p, item.header.orientation) for item, p in good]
-                crops = resize_crop(upright, self.embedder.spec)
-                if crops.is_cuda:
-                    torch.cuda.current_stream(crops.device).synchronize()
-            self._ready.put(([item for item, _ in good], crops, failed))
+            upright = [orient(p, item.header.orientation) for item, p in good]
+            if upright and upright[0].is_cuda:
+                torch.cuda.current_stream(upright[0].device).synchronize()
+            self._ready.put(([item for item, _ in good], upright, failed))
         self._ready.put(_STOP)
 
     def _embed_loop(self) -> None:
         while (ready := self._ready.get()) is not _STOP:
-            items, crops, failed = ready
-            vectors = self.embedder.encode_uint8(crops) if crops is not None else None
+            items, upright, failed = ready
+            vectors = None
+            if upright:
+                vectors = self.embedder.encode_uint8(resize_crop(upright, self.embedder.spec))
             self._done.put((items, vectors, failed))
         self._done.put(_STOP)
 

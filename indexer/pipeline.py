@@ -203,6 +203,8 @@ class _Run:
         self._commit(rows, embeddings)
 
     def _decode_with_workers(self, rows: Sequence[FileRow]) -> None:
+        if not rows:
+            return
         settings = self.library.settings.indexer
         batch: list[tuple[FileRow, np.ndarray]] = []
         with DecodePool(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from pixseek.imaging import PreprocessSpec, shortest_edge_size
 
-# Bytes of float32 pixels handled per resize call: bounds GPU memory for batches of big frames.
+# Bytes of full-size pixels converted per resize call: bounds GPU memory for batches of big frames.
 _CHUNK_BYTES = 1 << 30
 
 
@@ -57,10 +57,13 @@ def _resize_crop_same_size(batch: torch.Tensor, spec: PreprocessSpec) -> torch.T
         new_height, new_width = spec.resize_to
     else:
         new_height, new_width = height, width
-    pixels = batch.float()
     factor = min(height // (2 * new_height), width // (2 * new_width))
-    if factor > 1:
-        pixels = F.interpolate(pixels, size=(height // factor, width // factor), mode="area")
+    if factor > 1:  # half precision on a GPU halves the bytes of this memory-bound step
+        wide = batch.half() if batch.is_cuda else batch.float()
+        reduced = F.interpolate(wide, size=(height // factor, width // factor), mode="area")
+        pixels = reduced.float()
+    else:
+        pixels = batch.float()
     if (new_height, new_width) != tuple(pixels.shape[-2:]):
         pixels = F.interpolate(
             pixels,

@@ -41,9 +41,21 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert len(_get(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
 
         shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
-        while _get(f"{base}/api/status")["indexed"] != 13:
+        (gallery / "broken.jpg").write_bytes(b"not a picture\n" * 50)
+        while (status := _get(f"{base}/api/status"))["indexed"] != 13 or not status["failed"]:
             assert time.monotonic() < deadline + 30, "the copy was not picked up"
             time.sleep(0.2)
+        watch = status["watch"]
+        assert watch["roots"] == [{"root": str(gallery), "state": "watching"}]
+        assert watch["observer"] == "native" and watch["running"] and watch["last_reconcile"]
+        assert watch["images_per_s"] > 0 and set(watch["queue"]) == {"pending_paths", "decode"}
+        assert status["failures"][0]["path"] == str(gallery / "broken.jpg")
+        assert "not an image" in status["failures"][0]["reason"]
+        assert status["model"] == str(random_clip) and status["store"]["records"] == 13
+        with urllib.request.urlopen(f"{base}/status", timeout=5) as response:
+            page = response.read().decode()
+        assert f'<td class="path">{gallery}</td><td>watching</td>' in page
+        assert "not an image" in page
 
         second = subprocess.run(
             [sys.executable, "-m", "pixseek.cli", "index", str(gallery)],

@@ -80,6 +80,13 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert len(by_id) == 3 and hits[0]["id"] not in {hit["id"] for hit in by_id}
         by_file = cli("similar", str(gallery / "red-square.jpg"), "-k", "3")
         assert by_file[0]["path"] in {str(gallery / "red-square.jpg"), str(gallery / "copied.jpg")}
+        outside = tmp_path / "not-indexed.png"
+        draw_shape("green", "circle", 64).save(outside)
+        uploaded = cli("similar", str(outside), "-k", "2")
+        assert len(uploaded) == 2 and all(hit["path"].startswith(str(gallery)) for hit in uploaded)
+        missing = [sys.executable, "-m", "pixseek.cli", "similar", "nowhere.jpg", "--server", base]
+        run = subprocess.run(missing, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "neither an image file here nor a record id" in run.stderr
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)

@@ -1,5 +1,8 @@
 """One indexing run: repair, scan, plan, then decode → batch → embed → write, then deletes.
 
+A full run (`index_roots`) scans whole roots; the watcher's runs (`index_paths`) look only at the
+paths that events marked dirty, so a burst costs what it touched, not the size of the library.
+
 Each embedded batch is committed to the catalog (rows and vectors) before it is handed to the
 publisher thread that writes Chroma, so a run killed at any point resumes without embedding
 anything twice, and the model never waits for Chroma.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +27,7 @@ from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan
 from pixseek.indexer.publisher import Publisher
 from pixseek.indexer.repair import repair
-from pixseek.indexer.scan import normalise_root, scan_root
+from pixseek.indexer.scan import RootScan, locate, normalise_root, scan_paths, scan_root
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,14 @@ class IndexReport:
     cached_s: float = 0.0
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
+    deferred_paths: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the run changed anything or has something to say."""
+        return bool(
+            self.added or self.updated or self.moved or self.deleted or self.failed or self.notes
+        )
 
     @property
     def images_per_s(self) -> float:
@@ -83,8 +94,10 @@ class IndexReport:
         )
 
     def as_dict(self) -> dict[str, object]:
-        """Machine-readable form for --json."""
-        return asdict(self) | {"images_per_s": round(self.images_per_s, 2)}
+        """Machine-readable form for --json (the deferred paths are only counted)."""
+        values = asdict(self)
+        del values["deferred_paths"]
+        return values | {"images_per_s": round(self.images_per_s, 2)}
 
 
 def index_roots(
@@ -98,10 +111,46 @@ def index_roots(
 
     With `settle_s`, files modified more recently than that are left for a later run.
     """
-    progress = progress or _Silent()
     started = time.perf_counter()
     report = IndexReport(repaired=repair(library).changed)
     scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
+    return _run(library, scans, report, started, progress, allow_deletes, settle_s)
+
+
+def index_paths(
+    library: Library,
+    paths: Iterable[str],
+    roots: Sequence[str],
+    progress: Progress | None = None,
+    settle_s: float = 0.0,
+) -> IndexReport:
+    """Bring just these absolute paths under `roots` up to date.
+
+    A path may be a file, a folder (walked whole), or a path that is gone: every catalog row at
+    or under it then counts as vanished, so a moved folder keeps its embeddings (matched by
+    content hash) and a deleted one goes. The delete guard applies as in a full run.
+    """
+    started = time.perf_counter()
+    by_root: dict[str, list[str]] = {}
+    for path in paths:
+        found = locate(path, roots)
+        if found:
+            by_root.setdefault(found[0], []).append(found[1])
+    settings = library.settings.indexer
+    scans = [scan_paths(root, rels, settings) for root, rels in by_root.items()]
+    return _run(library, scans, IndexReport(), started, progress, False, settle_s)
+
+
+def _run(
+    library: Library,
+    scans: Sequence[RootScan],
+    report: IndexReport,
+    started: float,
+    progress: Progress | None,
+    allow_deletes: bool,
+    settle_s: float,
+) -> IndexReport:
+    progress = progress or _Silent()
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     plan = make_plan(
         scans,
@@ -113,7 +162,7 @@ def index_roots(
         settle_s=settle_s,
     )
     report.unchanged = plan.unchanged + len(plan.touched)
-    report.deferred = plan.deferred
+    report.deferred, report.deferred_paths = len(plan.deferred), plan.deferred
     report.notes = plan.notes
     with Publisher(library) as publisher:
         run = _Run(library, plan, report, publisher, progress)
@@ -154,8 +203,8 @@ class _Run:
         for old, new in self.plan.moves:
             self.library.catalog.move(old.id, new)
         self.library.catalog.save(self.plan.touched)
-        self.publisher.delete([old.id for old, _ in self.plan.moves])
         self.publisher.upsert([new for _, new in self.plan.moves] + self.plan.touched)
+        self.publisher.delete([old.id for old, _ in self.plan.moves])  # after: never unfindable
         self.report.moved = len(self.plan.moves)
 
     def record_failures(self, rows: Sequence[FileRow]) -> None:

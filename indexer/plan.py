@@ -28,7 +28,7 @@ class Plan:
     """The work of one run."""
 
     unchanged: int = 0
-    deferred: int = 0
+    deferred: list[str] = field(default_factory=list)
     touched: list[FileRow] = field(default_factory=list)
     moves: list[tuple[FileRow, FileRow]] = field(default_factory=list)
     to_decode: list[FileRow] = field(default_factory=list)
@@ -58,7 +58,8 @@ def make_plan(
     """Compare scans with the catalog; hashes only what changed.
 
     Files modified less than `settle_s` ago are deferred (they may still be being written):
-    they are neither indexed nor treated as vanished.
+    they are neither indexed nor treated as vanished. A partial scan compares only the catalog
+    rows at or under the paths it looked at.
     """
     plan = Plan()
     settled_before = time.time_ns() - int(settle_s * 1e9)
@@ -68,14 +69,14 @@ def make_plan(
         if scan.problem:
             plan.notes.append(f"{scan.root}: {scan.problem}; nothing there was changed")
             continue
-        rows = catalog.rows_under(scan.root)
+        rows = catalog.rows_under(scan.root, scan.scope)
         cached = catalog.cached_hashes(
             model, (r.content_hash for r in rows.values() if r.content_hash)
         )
         for rel, found in scan.files.items():
             row = rows.get(rel)
             if settle_s and found.mtime_ns > settled_before:
-                plan.deferred += 1
+                plan.deferred.append(os.path.join(scan.root, rel))
                 continue
             if row and (row.size, row.mtime_ns) == (found.size, found.mtime_ns):
                 if _is_settled(row, cached):
@@ -194,7 +195,7 @@ def _guard_deletes(
     gone_indexed = [row for row in gone if row.status == INDEXED]
     if gone_indexed and not allow:
         total = sum(1 for row in catalog.rows_under(scan.root).values() if row.status == INDEXED)
-        if not scan.files:
+        if scan.empty:
             plan.notes.append(
                 f"{scan.root}: root is empty, so {len(gone_indexed)} record(s) were NOT deleted "
                 "(an unmounted disk looks like this); run with --allow-deletes if it is meant"

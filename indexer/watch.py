@@ -1,102 +1,54 @@
-"""Keep the index in step with folders: filesystem events trigger a reconcile once quiet.
+"""Keep the index in step with folders: events mark paths dirty, settled paths get indexed.
 
-Events are only hints (watchdog drops them on overflow, on moves out of the tree, on network
-shares): any event marks the library dirty, and the reconcile scan, which is cheap for
-unchanged files, decides what really changed. A periodic reconcile catches whatever no event
-announced. Files still being written are deferred until they settle.
+Events are only hints (watchdog loses them on overflow, on moves out of the tree, on network
+shares). They mark paths dirty; once a path has settled, a run looks at the dirty paths only, a
+folder by prefix. A periodic full reconcile catches whatever no event announced, and so does a
+rescan when more paths are pending than `watch.max_pending`.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
-
-from pixseek.config import WatchSettings
-from pixseek.indexer.pipeline import IndexReport, index_roots
-from pixseek.library import Library
-
-log = logging.getLogger(__name__)
-INOTIFY_HINT = (
-    "the inotify watch limit is reached; raise it with "
-    "`sudo sysctl fs.inotify.max_user_watches=524288` (and max_user_instances); "
-    "falling back to polling"
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
 )
 
+from pixseek.config import IndexerSettings
+from pixseek.indexer.dirty import DirtyPaths
+from pixseek.indexer.observe import RootWatches
+from pixseek.indexer.pipeline import IndexReport, index_paths, index_roots
+from pixseek.indexer.scan import is_wanted, locate
+from pixseek.indexer.status import WatchStatus
+from pixseek.library import Library
 
-@dataclass
-class WatchStatus:
-    """What the status page shows about watching; updated by the watch loop."""
-
-    roots: list[str] = field(default_factory=list)
-    observer: str = "off"
-    running: bool = False
-    last_reconcile: float | None = None
-    last_report: IndexReport | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        report = self.last_report
-        return {
-            "roots": self.roots,
-            "observer": self.observer,
-            "running": self.running,
-            "last_reconcile": self.last_reconcile,
-            "images_per_s": round(report.images_per_s, 2) if report else 0.0,
-            "last_report": report.as_dict() if report else None,
-            "notes": self.notes,
-        }
+TICK_S = 0.1
+_READS = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE}  # our own hashing and decoding
 
 
-class _DirtyFlag(FileSystemEventHandler):
-    """Remembers that something happened, and when it last did."""
+class _MarkDirty(FileSystemEventHandler):
+    """Turns events into dirty paths: both ends of a move, only paths a scan would look at."""
 
-    def __init__(self) -> None:
-        self.dirty = threading.Event()
-        self.last_event = 0.0
+    def __init__(self, dirty: DirtyPaths, roots: Sequence[str], settings: IndexerSettings):
+        self.dirty, self.roots, self.settings = dirty, roots, settings
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.last_event = time.monotonic()
-        self.dirty.set()
-
-
-def start_observer(roots: Sequence[str], settings: WatchSettings, handler) -> BaseObserver | None:
-    """A running observer on every existing root, or None when watching is off."""
-    if settings.observer == "off":
-        return None
-    observer = _schedule(_new_observer(settings), roots, handler)
-    try:
-        observer.start()
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EMFILE) or settings.observer == "polling":
-            raise
-        log.warning(INOTIFY_HINT)
-        observer = _schedule(PollingObserver(timeout=settings.poll_interval_s), roots, handler)
-        observer.start()
-    return observer
-
-
-def _new_observer(settings: WatchSettings) -> BaseObserver:
-    if settings.observer == "polling":
-        return PollingObserver(timeout=settings.poll_interval_s)
-    return Observer()
-
-
-def _schedule(observer: BaseObserver, roots: Sequence[str], handler) -> BaseObserver:
-    for root in roots:
-        if Path(root).is_dir():
-            observer.schedule(handler, root, recursive=True)
-    return observer
+        if event.event_type in _READS:
+            return
+        if event.is_directory and event.event_type == EVENT_TYPE_MODIFIED:
+            return  # a folder's entries changed: the entries have events of their own
+        for path in (event.src_path, event.dest_path):
+            found = locate(os.fsdecode(path), self.roots) if path else None
+            if found and is_wanted(found[1], event.is_directory, self.settings):
+                self.dirty.mark(os.fsdecode(path))
 
 
 def watch(
@@ -106,37 +58,59 @@ def watch(
     on_report: Callable[[IndexReport], None] = lambda _report: None,
     status: WatchStatus | None = None,
 ) -> None:
-    """Reconcile now, then on every quiet burst of events and periodically, until `stop`."""
+    """Reconcile, then index dirty paths as they settle and reconcile periodically, until `stop`.
+
+    `on_report` gets every full reconcile's report and every other run that changed something.
+    """
     settings = library.settings.watch
     status = status or WatchStatus()
-    flag = _DirtyFlag()
-    observer = start_observer(roots, settings, flag)
-    status.roots, status.running = list(roots), True
-    status.observer = type(observer).__name__ if observer else "off"
+    dirty = DirtyPaths(settings.settle_s, settings.max_pending)
+    status.roots, status.dirty = list(roots), dirty
+    watches = RootWatches(roots, settings, _MarkDirty(dirty, roots, library.settings.indexer))
 
-    def reconcile() -> IndexReport:
-        report = index_roots(library, roots, settle_s=settings.settle_s)
-        status.last_reconcile, status.last_report, status.notes = time.time(), report, report.notes
-        on_report(report)
-        return report
+    def run(index: Callable[[], IndexReport], full: bool) -> None:
+        report = index()
+        status.finished(report, full)
+        for path in report.deferred_paths:
+            dirty.mark(path)
+        if full or report.changed:
+            on_report(report)
 
+    def reconcile(which: Sequence[str]) -> None:
+        run(lambda: index_roots(library, which, status, settle_s=settings.settle_s), full=True)
+
+    def follow_roots() -> list[str]:
+        gone, back = watches.refresh()
+        for root in gone:
+            status.note(f"{root}: root is missing (unmounted disk?); nothing there is deleted")
+        for text in watches.take_notes():
+            status.note(text)
+        status.observer, status.root_states = watches.kind, watches.states()
+        return back
+
+    watches.start()
+    follow_roots()
+    status.running = True
     try:
-        reconcile()
+        reconcile(roots)
         next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
-        pending, last_run = False, time.monotonic()
-        while not stop.wait(0.2):
-            now = time.monotonic()
-            quiet = now - max(flag.last_event, last_run if pending else 0.0) >= settings.settle_s
-            due = now >= next_reconcile
-            if not ((flag.dirty.is_set() or pending) and quiet) and not due:
-                continue
-            flag.dirty.clear()
-            last_run = now
-            pending = reconcile().deferred > 0
-            if due:
-                next_reconcile = now + settings.reconcile_minutes * 60
+        while not stop.wait(TICK_S):
+            back = follow_roots()
+            if back:
+                reconcile(back)
+            if dirty.take_overflow():
+                status.rescans += 1
+                status.note(
+                    f"more than {settings.max_pending} paths changed at once "
+                    "(watch.max_pending): rescanning everything"
+                )
+                next_reconcile = 0.0
+            if time.monotonic() >= next_reconcile:
+                reconcile(roots)
+                next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
+            paths = dirty.take_settled()
+            if paths:
+                run(partial(index_paths, library, paths, roots, status, settings.settle_s), False)
     finally:
         status.running = False
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=10)
+        watches.stop()

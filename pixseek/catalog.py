@@ -161,10 +161,23 @@ class Catalog:
 
     # reads
 
-    def rows_under(self, root: str) -> dict[str, FileRow]:
-        """All rows of a library root, keyed by relative path."""
-        cursor = self.db.execute(f"SELECT {','.join(_COLUMNS)} FROM files WHERE root = ?", (root,))
-        return {row.rel_path: row for row in map(_row, cursor)}
+    def rows_under(self, root: str, within: Sequence[str] | None = None) -> dict[str, FileRow]:
+        """Rows of a library root keyed by relative path: all, or those at or under `within`."""
+        if within is None or "" in within:
+            cursor = self.db.execute(
+                f"SELECT {','.join(_COLUMNS)} FROM files WHERE root = ?", (root,)
+            )
+            return {row.rel_path: row for row in map(_row, cursor)}
+        rows: dict[str, FileRow] = {}
+        for rel in within:  # by the unique index on path: itself, or in ["path/", "path0")
+            path = f"{root.rstrip('/')}/{rel}"
+            cursor = self.db.execute(
+                f"SELECT {','.join(_COLUMNS)} FROM files "
+                "WHERE path = ? OR (path >= ? AND path < ?)",
+                (path, path + "/", path + "0"),
+            )
+            rows.update((row.rel_path, row) for row in map(_row, cursor) if row.root == root)
+        return rows
 
     def get(self, record: str) -> FileRow | None:
         """The row with this record id."""

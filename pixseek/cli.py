@@ -168,7 +168,7 @@ def serve(
     import uvicorn
 
     from pixseek.indexer.scan import normalise_root
-    from pixseek.indexer.watch import WatchStatus
+    from pixseek.indexer.status import WatchStatus
     from pixseek.indexer.watch import watch as run_watch
     from pixseek.web.app import create_app
 

@@ -81,6 +81,7 @@ class WatchSettings(Section):
     settle_s: float = Field(1.0, ge=0.0)
     reconcile_minutes: float = Field(30.0, gt=0)
     poll_interval_s: float = Field(2.0, gt=0)
+    max_pending: int = Field(10_000, ge=1)
 
 
 class WebSettings(Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -16,7 +17,11 @@ from pixseek.config import TOKEN_ENV
 
 
 class RemoteError(RuntimeError):
-    """The server refused the request or could not be reached."""
+    """The server refused the request (`status` set) or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _client(server: str, token: str | None) -> httpx.Client:
@@ -31,7 +36,9 @@ def _json(response: httpx.Response) -> Any:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
-        raise RemoteError(f"{response.request.url.path}: {response.status_code} {detail}")
+        raise RemoteError(
+            f"{response.request.url.path}: {response.status_code} {detail}", response.status_code
+        )
     return response.json()
 
 
@@ -51,14 +58,21 @@ def search(server: str, token: str | None, text: str, page: dict[str, Any]) -> l
 
 
 def similar(server: str, token: str | None, target: str, page: dict[str, Any]) -> list[dict]:
-    """Similar images to an image file (uploaded) or a record id."""
+    """Similar images to an image file here (uploaded, indexed or not) or a server record id."""
     params = {key: value for key, value in page.items() if value is not None}
     if os.path.isfile(target):
         files = {"file": (Path(target).name, Path(target).read_bytes())}
-        return request(server, token, "POST", "/api/search/image", params=params, files=files)[
-            "results"
-        ]
-    return request(server, token, "GET", f"/api/images/{target}/similar", params=params)["results"]
+        found = request(server, token, "POST", "/api/search/image", params=params, files=files)
+        return found["results"]
+    try:
+        path = f"/api/images/{quote(target, safe='')}/similar"
+        return request(server, token, "GET", path, params=params)["results"]
+    except RemoteError as error:
+        if error.status != 404:
+            raise
+        raise RemoteError(
+            f"{target!r} is neither an image file here nor a record id on {server}", 404
+        ) from None
 
 
 def status(server: str, token: str | None) -> dict[str, Any]:

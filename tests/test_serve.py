@@ -41,9 +41,21 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert len(_get(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
 
         shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
-        while _get(f"{base}/api/status")["indexed"] != 13:
+        (gallery / "broken.jpg").write_bytes(b"not a picture\n" * 50)
+        while (status := _get(f"{base}/api/status"))["indexed"] != 13 or not status["failed"]:
             assert time.monotonic() < deadline + 30, "the copy was not picked up"
             time.sleep(0.2)
+        watch = status["watch"]
+        assert watch["roots"] == [{"root": str(gallery), "state": "watching"}]
+        assert watch["observer"] == "native" and watch["running"] and watch["last_reconcile"]
+        assert watch["images_per_s"] > 0 and set(watch["queue"]) == {"pending_paths", "decode"}
+        assert status["failures"][0]["path"] == str(gallery / "broken.jpg")
+        assert "not an image" in status["failures"][0]["reason"]
+        assert status["model"] == str(random_clip) and status["store"]["records"] == 13
+        with urllib.request.urlopen(f"{base}/status", timeout=5) as response:
+            page = response.read().decode()
+        assert f'<td class="path">{gallery}</td><td>watching</td>' in page
+        assert "not an image" in page
 
         second = subprocess.run(
             [sys.executable, "-m", "pixseek.cli", "index", str(gallery)],
@@ -68,6 +80,13 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert len(by_id) == 3 and hits[0]["id"] not in {hit["id"] for hit in by_id}
         by_file = cli("similar", str(gallery / "red-square.jpg"), "-k", "3")
         assert by_file[0]["path"] in {str(gallery / "red-square.jpg"), str(gallery / "copied.jpg")}
+        outside = tmp_path / "not-indexed.png"
+        draw_shape("green", "circle", 64).save(outside)
+        uploaded = cli("similar", str(outside), "-k", "2")
+        assert len(uploaded) == 2 and all(hit["path"].startswith(str(gallery)) for hit in uploaded)
+        missing = [sys.executable, "-m", "pixseek.cli", "similar", "nowhere.jpg", "--server", base]
+        run = subprocess.run(missing, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and "neither an image file here nor a record id" in run.stderr
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)

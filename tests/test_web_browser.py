@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from pixseek.config import load_config
 from pixseek.library import Library
 from pixseek.web.app import create_app
-from tests.test_web_api import BROKEN, build_library, label, serve
+from tests.test_web_api import BROKEN, build_library, label, png_bytes, serve
 from tests.tinyclip import draw_shape
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -87,6 +89,28 @@ def test_upload_with_the_file_input(page, tmp_path):
     sync_api.expect(page.locator("#results-heading")).to_contain_text("query.png")
     sync_api.expect(page.locator("#results .card").first).to_be_visible()
     assert sum(label(name) == "green_square" for name in names(page)[:3]) >= 2
+
+
+def test_drop_an_image_on_the_drop_zone(page):
+    page.goto("/")
+    dropped = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            return transfer;
+        }""",
+        [base64.b64encode(png_bytes("yellow", "circle")).decode(), "dropped.png"],
+    )
+    zone = page.locator("#dropzone")
+    zone.dispatch_event("dragenter", {"dataTransfer": dropped})
+    zone.dispatch_event("dragover", {"dataTransfer": dropped})
+    sync_api.expect(zone).to_have_class(re.compile(r"\bover\b"))
+    zone.dispatch_event("drop", {"dataTransfer": dropped})
+    sync_api.expect(page.locator("#results-heading")).to_contain_text("dropped.png")
+    sync_api.expect(page.locator("#results .card").first).to_be_visible()
+    assert sum(label(name) == "yellow_circle" for name in names(page)[:3]) >= 2
+    sync_api.expect(zone).not_to_have_class(re.compile(r"\bover\b"))
 
 
 def test_similar_link_opens_a_results_page(page):

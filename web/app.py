@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixseek.imaging import ImageError
-from pixseek.indexer.watch import WatchStatus
+from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
 from pixseek.search.query import QueryError
 from pixseek.web.deps import AuthDep, LoginRequired

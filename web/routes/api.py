@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pixseek.catalog import INDEXED, FileRow
 from pixseek.imaging import ImageError, open_image
@@ -74,6 +74,29 @@ class Failure(BaseModel):
     reason: str | None
 
 
+class RootState(BaseModel):
+    root: str
+    state: str = Field(description="watching, polling, missing (unmounted?) or off")
+
+
+class Queue(BaseModel):
+    pending_paths: int = Field(description="Changed paths waiting to settle.")
+    decode: int = Field(description="Files of the current run still to decode and embed.")
+
+
+class WatchInfo(BaseModel):
+    roots: list[RootState]
+    observer: str = Field(description="native, polling or off")
+    running: bool
+    queue: Queue
+    images_per_s: float = Field(description="Images indexed per second over the last 10 s.")
+    overflows: int = Field(description="Times more paths changed at once than watch.max_pending.")
+    rescans: int = Field(description="Full rescans run because of an overflow.")
+    last_reconcile: float | None = Field(description="End of the last full scan, epoch seconds.")
+    last_report: dict[str, object] | None
+    notes: list[str]
+
+
 class Status(BaseModel):
     indexed: int
     failed: int
@@ -81,7 +104,7 @@ class Status(BaseModel):
     model: str
     store: StoreInfo
     failures: list[Failure]
-    watch: dict[str, object] | None
+    watch: WatchInfo | None
 
 
 def hit(result: Result) -> Hit:
@@ -289,7 +312,7 @@ def status_report(request: Request, library: Library) -> Status:
             records=library.store.count(),
         ),
         failures=[Failure(path=row.path, reason=row.reason) for row in library.catalog.failures()],
-        watch=watch.as_dict() if watch is not None else None,
+        watch=WatchInfo.model_validate(watch.as_dict()) if watch is not None else None,
     )
 
 

@@ -136,14 +136,14 @@ def similar_page(
 @router.get("/status", response_class=HTMLResponse)
 def status_page(request: Request, templates: TemplatesDep, library: LibraryDep) -> Response:
     report = status_report(request, library)
-    watch = report.watch or {}
+    watch = report.watch
     return templates.TemplateResponse(
         request,
         "status.html",
         {
             "report": report,
-            "watch": report.watch,
-            "last_reconcile": _when(watch.get("last_reconcile")),  # type: ignore[arg-type]
+            "watch": watch,
+            "last_reconcile": _when(watch.last_reconcile if watch else None),
         },
     )
 

@@ -21,6 +21,7 @@ from pixseek.indexer.decode import DecodeFailure, DecodePool
 from pixseek.indexer.plan import Plan, make_plan
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import normalise_root, scan_root
+from pixseek.indexer.tagging import sync_tags, tag_embeddings
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class IndexReport:
     failed: int = 0
     embedded: int = 0
     repaired: int = 0
+    retagged: int = 0
     decoded: int = 0
     deferred: int = 0
     elapsed: float = 0.0
@@ -91,7 +93,7 @@ def index_roots(
     """
     progress = progress or _Silent()
     started = time.perf_counter()
-    report = IndexReport(repaired=repair(library).changed)
+    report = IndexReport(repaired=repair(library).changed, retagged=sync_tags(library).changed)
     scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     plan = make_plan(
@@ -193,6 +195,7 @@ def _write_batch(
         vectors = library.embedder.encode_pixels(list(fresh.values()))
         embeddings = dict(zip(fresh, vectors, strict=True))
         report.embedded += len(fresh)
+        tag_embeddings(library, embeddings)
     rows = [row for row, _ in batch]
     library.catalog.save(rows, model, embeddings)
     library.publish(rows)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "PIXSEEK_"
@@ -104,6 +111,16 @@ class LabelSet(Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     flag: bool = False
 
+    @model_validator(mode="after")
+    def _labels_are_distinct(self) -> LabelSet:
+        prompts = [*self.labels, *self.neutral]
+        if any(not prompt.strip() for prompt in prompts):
+            raise ValueError(f"label set {self.name!r}: labels and neutral prompts must be words")
+        repeated = sorted({p for p in prompts if prompts.count(p) > 1})
+        if repeated:
+            raise ValueError(f"label set {self.name!r}: repeated labels {repeated}")
+        return self
+
 
 class ClassifySettings(Section):
     templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
@@ -115,6 +132,15 @@ class ClassifySettings(Section):
         for template in value:
             if template.count("{}") != 1:
                 raise ValueError(f"each template needs exactly one {{}} (got {template!r})")
+        return value
+
+    @field_validator("label_sets")
+    @classmethod
+    def _set_names_are_unique(cls, value: list[LabelSet]) -> list[LabelSet]:
+        names = [label_set.name for label_set in value]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"label set names must be unique (repeated: {repeated})")
         return value
 
     @property

@@ -21,6 +21,7 @@ from pixseek.web.deps import (
 )
 from pixseek.web.routes.api import (
     hit,
+    image_info,
     indexed_row,
     search_upload,
     similar,
@@ -101,10 +102,11 @@ def detail_page(
     request: Request, templates: TemplatesDep, library: LibraryDep, record: str
 ) -> Response:
     row = indexed_row(library, record)
+    info = image_info(library, record)
     return templates.TemplateResponse(
         request,
         "detail.html",
-        {"row": row, "name": Path(row.path).name, "taken": _when(row.taken_at)},
+        {"row": row, "name": info.name, "taken": _when(row.taken_at), "tags": info.tags},
     )
 
 

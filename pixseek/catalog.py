@@ -232,7 +232,8 @@ class Catalog:
         last = ""
         while True:
             found = self.db.execute(
-                f"SELECT {columns}, e.vector FROM files f JOIN embeddings e "
+                # CROSS JOIN keeps files (walked by id) the outer loop: no sort of the whole join
+                f"SELECT {columns}, e.vector FROM files f CROSS JOIN embeddings e "
                 "ON e.content_hash = f.content_hash AND e.model = ? "
                 "WHERE f.status = ? AND f.id > ? ORDER BY f.id LIMIT ?",
                 (model, INDEXED, last, size),

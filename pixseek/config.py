@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "PIXSEEK_"
@@ -111,16 +104,6 @@ class LabelSet(Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
     flag: bool = False
 
-    @model_validator(mode="after")
-    def _labels_are_distinct(self) -> LabelSet:
-        prompts = [*self.labels, *self.neutral]
-        if any(not prompt.strip() for prompt in prompts):
-            raise ValueError(f"label set {self.name!r}: labels and neutral prompts must be words")
-        repeated = sorted({p for p in prompts if prompts.count(p) > 1})
-        if repeated:
-            raise ValueError(f"label set {self.name!r}: repeated labels {repeated}")
-        return self
-
 
 class ClassifySettings(Section):
     templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1)
@@ -136,17 +119,26 @@ class ClassifySettings(Section):
 
     @field_validator("label_sets")
     @classmethod
-    def _set_names_are_unique(cls, value: list[LabelSet]) -> list[LabelSet]:
-        names = [label_set.name for label_set in value]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"label set names must be unique (repeated: {repeated})")
+    def _label_sets_are_distinct(cls, value: list[LabelSet]) -> list[LabelSet]:
+        _refuse_repeats([label_set.name for label_set in value], "label set names")
+        for label_set in value:
+            prompts = [*label_set.labels, *label_set.neutral]
+            where = f"label set {label_set.name!r}: labels and neutral prompts"
+            if any(not prompt.strip() for prompt in prompts):
+                raise ValueError(f"{where} must not be empty")
+            _refuse_repeats(prompts, where)
         return value
 
     @property
     def safe_search_default(self) -> bool:
         """Flagged images are hidden unless asked for when any label set flags."""
         return any(label_set.flag for label_set in self.label_sets)
+
+
+def _refuse_repeats(values: list[str], what: str) -> None:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be unique (repeated: {repeated})")
 
 
 KeepRule = Literal["largest_pixels", "largest_file", "format", "oldest", "newest", "shortest_path"]

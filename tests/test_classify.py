@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 
 import httpx
@@ -137,5 +138,12 @@ def test_classify_api_by_ids_and_by_upload(shapes):
                 data={"labels": LABELS},
             )
             assert not_image.status_code == 400, not_image.text
+
+            page = httpx.get(f"{url}/images/{ids[0]}", params={"labels": "blue square, red circle"})
+            rows = re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)%</td></tr>", page.text)
+            assert rows[0][0] == "red circle" and float(rows[0][1]) >= 90, rows
+            assert [label for label, _ in rows] == ["red circle", "blue square"]
+            bad = httpx.get(f"{url}/images/{ids[0]}", params={"labels": "red circle,,"})
+            assert bad.status_code == 200 and "label 2 is empty" in bad.text
     finally:
         library.close()

@@ -108,11 +108,11 @@ def test_label_set_config_errors_name_the_key(tmp_path, trained_clip):
     broken = dict(RED_ALERT, neutral=["red circle", "blue circle"])
     config = write_classify_config(tmp_path / "c.yaml", trained_clip, tmp_path / "d", [broken])
     output = Cli(config).run("status", expect=2)
-    assert "classify.label_sets.0" in output and "repeated labels ['red circle']" in output
+    assert "classify.label_sets" in output and "repeated: ['red circle']" in output
     twice = write_classify_config(
         tmp_path / "c.yaml", trained_clip, tmp_path / "d", [RED_ALERT, RED_ALERT]
     )
-    assert "names must be unique" in Cli(twice).run("status", expect=2)
+    assert "label set names must be unique" in Cli(twice).run("status", expect=2)
 
 
 def test_tags_on_the_api_detail_page_and_status_page(tagged):

@@ -20,6 +20,7 @@ from pixseek.search.classify import (
     classify_records,
     parse_labels,
 )
+from pixseek.search.query import QueryError
 from pixseek.web.deps import AuthDep, LibraryDep, ModelLockDep
 from pixseek.web.routes.api import save_upload
 
@@ -69,6 +70,21 @@ def classify(library: LibraryDep, lock: ModelLockDep, body: ClassifyRequest) -> 
     with lock:
         found = classify_records(library, labels, body.ids)
     return _results(labels, found)
+
+
+def classify_for_page(
+    library: Library, lock, record: str, labels: str
+) -> tuple[list[tuple[str, float]] | None, str | None]:
+    """The detail page's form: (label, probability) best first, or the problem with the labels."""
+    if not labels.strip():
+        return None, None
+    try:
+        wanted = parse_labels(labels)
+        with lock:
+            found = classify_records(library, wanted, [record])[0]
+    except QueryError as error:
+        return None, str(error)
+    return sorted(found.probabilities.items(), key=lambda pair: -pair[1]), None
 
 
 def _classify_file(library: Library, lock, labels: list[str], path: Path, name: str):

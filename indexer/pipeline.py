@@ -28,6 +28,7 @@ from pixseek.indexer.plan import Plan, make_plan
 from pixseek.indexer.publisher import Publisher
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import RootScan, locate, normalise_root, scan_paths, scan_root
+from pixseek.indexer.tagging import sync_tags, tag_embeddings
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class IndexReport:
     failed: int = 0
     embedded: int = 0
     repaired: int = 0
+    retagged: int = 0
     decoded: int = 0
     deferred: int = 0
     cached_s: float = 0.0
@@ -112,7 +114,7 @@ def index_roots(
     With `settle_s`, files modified more recently than that are left for a later run.
     """
     started = time.perf_counter()
-    report = IndexReport(repaired=repair(library).changed)
+    report = IndexReport(repaired=repair(library).changed, retagged=sync_tags(library).changed)
     scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
     return _run(library, scans, report, started, progress, allow_deletes, settle_s)
 
@@ -286,6 +288,8 @@ class _Run:
         self._commit([row for row, _ in batch], embeddings)
 
     def _commit(self, rows: list[FileRow], embeddings: dict[str, np.ndarray]) -> None:
+        if embeddings:
+            tag_embeddings(self.library, embeddings)
         self.library.catalog.save(rows, self.library.model_key, embeddings)
         self.publisher.upsert(rows)
         self.progress.advance(len(rows))

@@ -61,6 +61,9 @@ _MIGRATIONS = (
     );
     CREATE INDEX tags_flag ON tags(model, flag, content_hash);
     """,
+    """
+    CREATE TABLE tag_state (model TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
+    """,
 )
 
 
@@ -98,8 +101,13 @@ class FileRow:
     taken_at: float | None = None
     camera: str | None = None
 
-    def metadata(self, model: str) -> dict[str, str | int | float]:
-        """Chroma metadata for this record (Chroma refuses None, so absent facts are left out)."""
+    def metadata(
+        self, model: str, extra: Mapping[str, str | bool] | None = None
+    ) -> dict[str, str | int | float | bool]:
+        """Chroma metadata for this record (Chroma refuses None, so absent facts are left out).
+
+        `extra` adds derived fields, such as the record's tags.
+        """
         values = {
             "path": self.path,
             "root": self.root,
@@ -113,6 +121,7 @@ class FileRow:
             "taken_at": self.taken_at,
             "camera": self.camera,
             "model": model,
+            **(extra or {}),
         }
         return {key: value for key, value in values.items() if value is not None}
 
@@ -229,6 +238,53 @@ class Catalog:
             )
             table.update({key: np.frombuffer(blob, dtype=np.float32) for key, blob in cursor})
         return np.stack([table[key] for key in hashes]) if hashes else np.zeros((0, 0), np.float32)
+
+    def indexed_batches(self, model: str, size: int) -> Iterator[tuple[list[FileRow], np.ndarray]]:
+        """`indexed(model)` in id order with the vectors, `size` rows at a time."""
+        columns = ",".join("f." + c for c in _COLUMNS)
+        last = ""
+        while True:
+            found = self.db.execute(
+                # CROSS JOIN keeps files (walked by id) the outer loop: no sort of the whole join
+                f"SELECT {columns}, e.vector FROM files f CROSS JOIN embeddings e "
+                "ON e.content_hash = f.content_hash AND e.model = ? "
+                "WHERE f.status = ? AND f.id > ? ORDER BY f.id LIMIT ?",
+                (model, INDEXED, last, size),
+            ).fetchall()
+            if not found:
+                return
+            last = found[-1][0]
+            vectors = np.stack([np.frombuffer(values[-1], dtype=np.float32) for values in found])
+            yield [_row(values[:-1]) for values in found], vectors
+
+    def embedding_batches(self, model: str, size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every cached embedding of `model` as (hashes, vectors), `size` at a time."""
+        last = ""
+        while True:
+            found = self.db.execute(
+                "SELECT content_hash, vector FROM embeddings WHERE model = ? "
+                "AND content_hash > ? ORDER BY content_hash LIMIT ?",
+                (model, last, size),
+            ).fetchall()
+            if not found:
+                return
+            last = found[-1][0]
+            yield (
+                [key for key, _ in found],
+                np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in found]),
+            )
+
+    def records_with_hashes(self, hashes: Iterable[str]) -> list[tuple[str, str]]:
+        """(id, content hash) of the indexed records holding any of these contents."""
+        sql = "SELECT id, content_hash FROM files WHERE status = ? AND content_hash IN ({})"
+        return list(self.select_in(sql, (INDEXED,), hashes))
+
+    def select_in(self, sql: str, params: tuple, values: Iterable[str]) -> Iterator[tuple]:
+        """Rows of `sql`, whose `IN ({})` takes the distinct `values`, 500 at a time."""
+        wanted = list(set(values))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            yield from self.db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
 
     def counts(self, model: str) -> dict[str, int]:
         """Files indexed (for this model), failed, and embeddings cached."""

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pixseek import remote
+from pixseek import cli_classify, remote
 from pixseek.cli_support import (
     ConfigOpt,
     DataDirOpt,
@@ -44,6 +44,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+cli_classify.register(app)
 
 
 class _RateColumn(ProgressColumn):
@@ -169,6 +170,7 @@ def serve(
 
     from pixseek.indexer.scan import normalise_root
     from pixseek.indexer.status import WatchStatus
+    from pixseek.indexer.tagging import sync_tags
     from pixseek.indexer.watch import watch as run_watch
     from pixseek.web.app import create_app
 
@@ -192,7 +194,9 @@ def serve(
             target=run_watch, args=(library, roots, stop, show, status), daemon=True
         )
         if roots:
-            watcher.start()
+            watcher.start()  # its first reconcile re-tags if the label sets changed
+        else:
+            sync_tags(library)
         app_ = create_app(
             library,
             watch_status=status,
@@ -319,6 +323,8 @@ def status(
         report = _remote_call(lambda: remote.status(server, loaded.settings.web.token))
         _print_status(report, json_output)
         return
+    from pixseek.tags import TagTable
+
     with open_library(loaded) as library:
         counts = library.catalog.counts(library.model_key)
         report = {
@@ -333,6 +339,7 @@ def status(
                 "records": library.store.count(),
             },
             "catalog": str(library.catalog.path),
+            "tags": TagTable(library.catalog).counts(library.model_key),
             "failures": [
                 {"path": row.path, "reason": row.reason} for row in library.catalog.failures()
             ],
@@ -356,6 +363,8 @@ def _print_status(report: dict[str, Any], json_output: bool) -> None:
     out.print(f"indexed:  {report['indexed']}\nfailed:   {report['failed']}")
     for failure in report["failures"]:
         out.print(f"  {failure['path']!r}: {failure['reason']}", highlight=False, markup=False)
+    for tag, count in report.get("tags", {}).items():
+        out.print(f"tag {tag}: {count}", highlight=False, markup=False)
 
 
 @app.command("config")

@@ -122,10 +122,28 @@ class ClassifySettings(Section):
                 raise ValueError(f"each template needs exactly one {{}} (got {template!r})")
         return value
 
+    @field_validator("label_sets")
+    @classmethod
+    def _label_sets_are_distinct(cls, value: list[LabelSet]) -> list[LabelSet]:
+        _refuse_repeats([label_set.name for label_set in value], "label set names")
+        for label_set in value:
+            prompts = [*label_set.labels, *label_set.neutral]
+            where = f"label set {label_set.name!r}: labels and neutral prompts"
+            if any(not prompt.strip() for prompt in prompts):
+                raise ValueError(f"{where} must not be empty")
+            _refuse_repeats(prompts, where)
+        return value
+
     @property
     def safe_search_default(self) -> bool:
         """Flagged images are hidden unless asked for when any label set flags."""
         return any(label_set.flag for label_set in self.label_sets)
+
+
+def _refuse_repeats(values: list[str], what: str) -> None:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be unique (repeated: {repeated})")
 
 
 KeepRule = Literal["largest_pixels", "largest_file", "format", "oldest", "newest", "shortest_path"]

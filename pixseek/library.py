@@ -15,6 +15,7 @@ from pixseek.embedder import Embedder, collection_name, model_key, resolve_devic
 from pixseek.imaging import Limits
 from pixseek.lock import WriterLock
 from pixseek.store import Store
+from pixseek.tags import TagTable, tag_metadata
 
 
 class Library:
@@ -49,11 +50,16 @@ class Library:
         return Limits(max_bytes=int(indexer.max_file_mb * 1e6), max_pixels=indexer.max_pixels)
 
     def publish(self, rows: Sequence[FileRow]) -> None:
-        """Write rows to Chroma with their cached embeddings (the catalog is the source)."""
+        """Write rows to Chroma with cached embeddings and tags (the catalog is the source)."""
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
-            vectors = self.catalog.vectors(self.model_key, [row.content_hash for row in chunk])
-            metadatas = [row.metadata(self.model_key) for row in chunk]
+            hashes = [row.content_hash for row in chunk]
+            vectors = self.catalog.vectors(self.model_key, hashes)
+            tags = TagTable(self.catalog).for_hashes(self.model_key, hashes)
+            metadatas = [
+                row.metadata(self.model_key, tag_metadata(tags.get(row.content_hash, [])))
+                for row in chunk
+            ]
             self.store.upsert([row.id for row in chunk], vectors, metadatas)
 
     def close(self) -> None:

@@ -85,6 +85,12 @@ class Store:
                 metadatas=list(metadatas[start:stop]),
             )
 
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        """Merge fields into the metadata of existing records (vectors are left alone)."""
+        for start in range(0, len(ids), self.batch_size):
+            stop = start + self.batch_size
+            self.collection.update(ids=list(ids[start:stop]), metadatas=list(metadatas[start:stop]))
+
     def delete(self, ids: Sequence[str]) -> None:
         """Remove records (ids that are not there are ignored)."""
         for start in range(0, len(ids), self.batch_size):

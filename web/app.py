@@ -24,7 +24,7 @@ from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
 from pixseek.search.query import QueryError
 from pixseek.web.deps import AuthDep, LoginRequired
-from pixseek.web.routes import api, pages
+from pixseek.web.routes import api, classify, pages
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [
@@ -180,6 +180,7 @@ def create_app(
     app.include_router(docs)
     app.include_router(api.public)
     app.include_router(api.router)
+    app.include_router(classify.router)
     app.include_router(pages.public)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -16,6 +16,7 @@ from pixseek.catalog import INDEXED, FileRow
 from pixseek.imaging import ImageError, open_image
 from pixseek.library import Library
 from pixseek.search.query import Result, search_text, search_vector, similar
+from pixseek.tags import TagTable
 from pixseek.web.deps import AuthDep, LibraryDep, ModelLockDep, ThumbnailDirDep
 
 public = APIRouter(prefix="/api", tags=["api"])
@@ -50,6 +51,13 @@ class Results(BaseModel):
     k: int
 
 
+class TagInfo(BaseModel):
+    label_set: str
+    label: str
+    score: float
+    flag: bool
+
+
 class ImageInfo(BaseModel):
     id: str
     path: str
@@ -60,6 +68,8 @@ class ImageInfo(BaseModel):
     format: str | None = None
     taken_at: float | None = None
     camera: str | None = None
+    tags: list[TagInfo] = []
+    flagged: bool = False
 
 
 class StoreInfo(BaseModel):
@@ -105,6 +115,7 @@ class Status(BaseModel):
     store: StoreInfo
     failures: list[Failure]
     watch: WatchInfo | None
+    tags: dict[str, int] = {}
 
 
 def hit(result: Result) -> Hit:
@@ -235,6 +246,8 @@ async def search_image(
 @router.get("/images/{record}", summary="Metadata of an indexed image", response_model=ImageInfo)
 def image_info(library: LibraryDep, record: str) -> ImageInfo:
     row = indexed_row(library, record)
+    tags = TagTable(library.catalog).for_hashes(library.model_key, [row.content_hash or ""])
+    found = [TagInfo(**vars(tag)) for tag in tags.get(row.content_hash or "", [])]
     return ImageInfo(
         id=row.id,
         path=row.path,
@@ -245,6 +258,8 @@ def image_info(library: LibraryDep, record: str) -> ImageInfo:
         format=row.format,
         taken_at=row.taken_at,
         camera=row.camera,
+        tags=found,
+        flagged=any(tag.flag for tag in found),
     )
 
 
@@ -313,6 +328,7 @@ def status_report(request: Request, library: Library) -> Status:
         ),
         failures=[Failure(path=row.path, reason=row.reason) for row in library.catalog.failures()],
         watch=WatchInfo.model_validate(watch.as_dict()) if watch is not None else None,
+        tags=TagTable(library.catalog).counts(library.model_key),
     )
 
 

@@ -21,12 +21,14 @@ from pixseek.web.deps import (
 )
 from pixseek.web.routes.api import (
     hit,
+    image_info,
     indexed_row,
     search_upload,
     similar,
     status_report,
     text_results,
 )
+from pixseek.web.routes.classify import classify_for_page
 
 public = APIRouter(include_in_schema=False)
 router = APIRouter(include_in_schema=False, dependencies=[AuthDep])
@@ -98,13 +100,21 @@ async def search_image_page(
 
 @router.get("/images/{record}", response_class=HTMLResponse)
 def detail_page(
-    request: Request, templates: TemplatesDep, library: LibraryDep, record: str
+    request: Request,
+    templates: TemplatesDep,
+    library: LibraryDep,
+    lock: ModelLockDep,
+    record: str,
+    labels: Annotated[str, Query(max_length=20_000)] = "",
 ) -> Response:
     row = indexed_row(library, record)
+    info = image_info(library, record)
+    classified, problem = classify_for_page(library, lock, record, labels)
     return templates.TemplateResponse(
         request,
         "detail.html",
-        {"row": row, "name": Path(row.path).name, "taken": _when(row.taken_at)},
+        {"row": row, "name": info.name, "taken": _when(row.taken_at), "tags": info.tags}
+        | {"labels": labels, "classified": classified, "problem": problem},
     )
 
 

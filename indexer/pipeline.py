@@ -146,6 +146,7 @@ def _decode_and_embed(
     embedder = library.embedder
     settings = library.settings.indexer
     batch: list[tuple[FileRow, np.ndarray]] = []
+    phashes: dict[str, int] = {}  # saved with each batch; dedup computes any that are missing
     with DecodePool(settings.workers, library.limits, embedder.spec, settings.queue_size) as pool:
         for row, result in pool.decode((row, row.path) for row in plan.to_decode):
             progress.advance(1)
@@ -157,10 +158,14 @@ def _decode_and_embed(
                 _record_failures(library, [failed], report)
                 continue
             batch.append((_described(row, result), result.pixels))
+            if result.phash is not None:
+                phashes[row.content_hash] = result.phash
             if len(batch) >= embedder.batch_size:
                 _write_batch(library, batch, plan, report)
-                batch = []
+                library.catalog.save_phashes(phashes)
+                batch, phashes = [], {}
         _write_batch(library, batch, plan, report)
+        library.catalog.save_phashes(phashes)
 
 
 def _described(row: FileRow, image: PreparedImage) -> FileRow:

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pixseek import remote
+from pixseek.cli_dedup import dedup_app
 from pixseek.cli_support import (
     ConfigOpt,
     DataDirOpt,
@@ -44,6 +45,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(dedup_app, name="dedup")
 
 
 class _RateColumn(ProgressColumn):

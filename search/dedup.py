@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from pixseek.catalog import FileRow
 from pixseek.library import Library
 from pixseek.phash import as_unsigned
 from pixseek.search import decisions
@@ -276,20 +277,9 @@ class Finder:
         return Group(digest, tier, score, members, keeper, protected)
 
 
-def _member(row) -> Member:
-    return Member(
-        id=row.id,
-        path=row.path,
-        root=row.root,
-        rel_path=row.rel_path,
-        content_hash=row.content_hash or "",
-        size=row.size,
-        mtime_ns=row.mtime_ns,
-        width=row.width,
-        height=row.height,
-        format=row.format,
-        taken_at=row.taken_at,
-    )
+def _member(row: FileRow) -> Member:
+    facts = {name.name: getattr(row, name.name) for name in fields(Member)}
+    return Member(**facts | {"content_hash": row.content_hash or ""})
 
 
 def _ranked(groups: list[Group]) -> list[Group]:

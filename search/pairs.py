@@ -23,6 +23,7 @@ CHUNK_BITS = 16
 CHUNKS = BITS // CHUNK_BITS
 BLOCK_VALUES = 32_000_000  # similarity values computed at once (128 MB of float32)
 EXPAND_LIMIT = 4_000_000  # candidate pairs expanded at once
+STAR_ABOVE = 200  # items sharing one hash value beyond this are joined as a star
 
 
 @dataclass
@@ -58,29 +59,66 @@ class Pairs:
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int) -> Pairs:
-    """Pairs of uint64 hashes at most `max_distance` bits apart; score = the distance."""
+    """Pairs of uint64 hashes at most `max_distance` bits apart; score = the distance.
+
+    Distinct hash values are searched once each; items sharing a value then get every pair
+    (a value shared by more than STAR_ABOVE items is joined as a star, enough for grouping).
+    """
     hashes = np.asarray(hashes, dtype=np.uint64)
-    values, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    parts = [_same_value_pairs(first, inverse)]
+    values, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    starts = np.cumsum(counts) - counts
+    shared = np.flatnonzero(counts >= 2)
+    parts = [_star_pairs(order, starts, counts, shared[counts[shared] > STAR_ABOVE])]
+    small = shared[counts[shared] <= STAR_ABOVE]
+    parts.append(_expand(small, small, np.zeros(len(small)), order, starts, counts))
     masks = _masks(max_distance // CHUNKS)
     for chunk in range(CHUNKS):
         keys = ((values >> np.uint64(chunk * CHUNK_BITS)) & np.uint64(0xFFFF)).astype(np.int64)
-        order = np.argsort(keys, kind="stable")
+        by_key = np.argsort(keys, kind="stable")
         for mask in masks:
-            for left, right in _equal_join(keys[order], keys ^ mask, order):
+            for left, right in _equal_join(keys[by_key], keys ^ mask, by_key):
                 distance = hamming(values[left], values[right])
                 close = (left < right) & (distance <= max_distance)
-                parts.append(Pairs(first[left[close]], first[right[close]], distance[close]))
+                parts.append(
+                    _expand(left[close], right[close], distance[close], order, starts, counts)
+                )
     return Pairs.join(parts)
 
 
-def _same_value_pairs(first: np.ndarray, inverse: np.ndarray) -> Pairs:
-    """Items sharing a hash value, each joined to the first item with it (a star is enough)."""
-    items = np.arange(len(inverse))
-    leader = first[inverse.ravel()]
-    repeated = items != leader
-    left, right = np.minimum(leader, items)[repeated], np.maximum(leader, items)[repeated]
-    return Pairs(left, right, np.zeros(len(left)))
+def _expand(
+    left: np.ndarray,
+    right: np.ndarray,
+    score: np.ndarray,
+    order: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+) -> Pairs:
+    """Pairs of values (distinct, or a value with itself) as every pair of their items."""
+    sizes = counts[left] * counts[right]
+    which = np.repeat(np.arange(len(left)), sizes)
+    local = np.arange(len(which)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    width = counts[right][which]
+    a = order[starts[left][which] + local // width]
+    b = order[starts[right][which] + local % width]
+    keep = a != b
+    a, b = a[keep], b[keep]
+    return Pairs(np.minimum(a, b), np.maximum(a, b), score[which][keep].astype(np.float64))
+
+
+def _star_pairs(
+    order: np.ndarray, starts: np.ndarray, counts: np.ndarray, values: np.ndarray
+) -> Pairs:
+    """Each item of a crowded value joined to the value's first item."""
+    if not len(values):
+        return Pairs.empty()
+    lefts, rights = [], []
+    for value in values:
+        items = order[starts[value] : starts[value] + counts[value]]
+        lefts.append(np.full(len(items) - 1, items[0]))
+        rights.append(items[1:])
+    left, right = np.concatenate(lefts), np.concatenate(rights)
+    return Pairs(np.minimum(left, right), np.maximum(left, right), np.zeros(len(left)))
 
 
 def _masks(radius: int) -> list[int]:

@@ -258,6 +258,7 @@ class _Run:
             return
         settings = self.library.settings.indexer
         batch: list[tuple[FileRow, np.ndarray]] = []
+        phashes: dict[str, int] = {}  # saved with each batch; dedup computes any that are missing
         with DecodePool(
             settings.workers, self.library.limits, self.library.embedder.spec, settings.queue_size
         ) as pool:
@@ -266,10 +267,14 @@ class _Run:
                     self.refuse(row, result.reason, result.retryable)
                     continue
                 batch.append((_described(row, result), result.pixels))
+                if result.phash is not None:
+                    phashes[row.content_hash] = result.phash
                 if len(batch) >= self.library.embedder.batch_size:
                     self._embed_pixels(batch)
-                    batch = []
+                    self.library.catalog.save_phashes(phashes)
+                    batch, phashes = [], {}
             self._embed_pixels(batch)
+            self.library.catalog.save_phashes(phashes)
 
     def _embed_pixels(self, batch: list[tuple[FileRow, np.ndarray]]) -> None:
         if not batch:

@@ -64,6 +64,20 @@ _MIGRATIONS = (
     """
     CREATE TABLE tag_state (model TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
     """,
+    """
+    CREATE TABLE phashes (
+        content_hash TEXT PRIMARY KEY,
+        phash INTEGER NOT NULL
+    );
+    CREATE TABLE dedup_decisions (
+        id INTEGER PRIMARY KEY,
+        tier TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        hashes TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (tier, hashes)
+    );
+    """,
 )
 
 
@@ -286,6 +300,28 @@ class Catalog:
             chunk = wanted[start : start + 500]
             yield from self.db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
 
+    def phashes(self, hashes: Iterable[str]) -> dict[str, int]:
+        """Stored perceptual hashes for those of `hashes` that have one."""
+        wanted, found = list(set(hashes)), {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            cursor = self.db.execute(
+                f"SELECT content_hash, phash FROM phashes WHERE content_hash IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update(cursor)
+        return found
+
+    def generation(self) -> tuple[int, float]:
+        """Changes whenever a file row is added, replaced or removed (a cheap cache key)."""
+        count, latest = self.db.execute("SELECT COUNT(*), MAX(updated_at) FROM files").fetchone()
+        return count, latest or 0.0
+
+    def roots(self) -> list[str]:
+        """Every library root the catalog has files under."""
+        return [root for (root,) in self.db.execute("SELECT DISTINCT root FROM files")]
+
     def counts(self, model: str) -> dict[str, int]:
         """Files indexed (for this model), failed, and embeddings cached."""
         failed = self.db.execute("SELECT COUNT(*) FROM files WHERE status = ?", (FAILED,))
@@ -323,6 +359,11 @@ class Catalog:
                     ],
                 )
             self._put(rows, now)
+
+    def save_phashes(self, phashes: Mapping[str, int]) -> None:
+        """Remember perceptual hashes by content hash (moves and touches keep them)."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO phashes VALUES (?, ?)", phashes.items())
 
     def move(self, old_id: str, row: FileRow) -> None:
         """Re-key a record: the old row goes, the new one keeps its hash and cached embedding."""

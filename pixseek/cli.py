@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pixseek import cli_classify, remote
+from pixseek.cli_dedup import dedup_app
 from pixseek.cli_support import (
     ConfigOpt,
     DataDirOpt,
@@ -45,6 +46,7 @@ app = typer.Typer(
     add_completion=False,
 )
 cli_classify.register(app)
+app.add_typer(dedup_app, name="dedup")
 
 
 class _RateColumn(ProgressColumn):

@@ -160,6 +160,7 @@ class DedupSettings(Section):
     )
     prefer_paths: list[str] = Field(default_factory=list)
     protect_paths: list[str] = Field(default_factory=list)
+    quarantine_dir: Path | None = None
 
 
 class Settings(BaseSettings):

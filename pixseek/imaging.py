@@ -18,6 +18,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pixseek.phash import perceptual_hash
+
 pillow_heif.register_heif_opener()
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
@@ -94,7 +96,8 @@ class DecodedImage:
 
 @dataclass
 class PreparedImage:
-    """What a decode worker hands back: model-ready uint8 pixels and the record metadata."""
+    """What a decode worker hands back: model-ready uint8 pixels, the record metadata and the
+    perceptual hash of the whole picture (computed here, where it is already decoded)."""
 
     pixels: np.ndarray
     width: int
@@ -102,6 +105,7 @@ class PreparedImage:
     format: str
     taken_at: float | None
     camera: str | None
+    phash: int | None = None
 
 
 def open_image(path: Path, limits: Limits, draft_target: int | None = None) -> DecodedImage:
@@ -142,6 +146,7 @@ def prepare_image(path: Path, limits: Limits, spec: PreprocessSpec) -> PreparedI
         format=decoded.format,
         taken_at=decoded.taken_at,
         camera=decoded.camera,
+        phash=perceptual_hash(decoded.image),
     )
 
 

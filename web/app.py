@@ -24,7 +24,7 @@ from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
 from pixseek.search.query import QueryError
 from pixseek.web.deps import AuthDep, LoginRequired
-from pixseek.web.routes import api, classify, pages
+from pixseek.web.routes import api, classify, duplicates, pages
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [
@@ -183,6 +183,8 @@ def create_app(
     app.include_router(classify.router)
     app.include_router(pages.public)
     app.include_router(pages.router)
+    app.include_router(duplicates.api)
+    app.include_router(duplicates.pages)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(GuardMiddleware, max_body=max_upload_bytes)
 

@@ -249,7 +249,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pixseek-bench"))
     parser.add_argument("--hnsw", type=json.loads, default={}, help="store.hnsw settings (JSON)")
     args = parser.parse_args()
-    work = args.workdir
+    work = args.workdir.absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)  # worker processes must import the installed pixseek, not a source tree here
     model_dir = work / "model"
     ensure_model(model_dir)
     rows = []

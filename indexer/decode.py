@@ -61,16 +61,10 @@ def worker_count(configured: int) -> int:
     return configured or os.cpu_count() or 1
 
 
-# Imported once by the fork server, so every worker starts with them (none imports torch).
-WORKER_MODULES = ["pixseek.imaging", "pixseek.indexer.probe", "pixseek.indexer.plan"]
-
-
 def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes (forkserver, modules preloaded) that leave when this process dies."""
+    """Worker processes (forkserver, imaging preloaded) that leave when this process dies."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["pixseek.imaging", "pixseek.indexer.probe", "pixseek.indexer.plan"]
-    )
+    context.set_forkserver_preload(["pixseek.imaging"])
     return ProcessPoolExecutor(
         max_workers=worker_count(workers),
         mp_context=context,

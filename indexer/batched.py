@@ -11,14 +11,12 @@ workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +25,11 @@ import torch
 from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
-from pixseek.indexer.decode import map_in_chunks, worker_count, worker_pool
+from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import make_decoder
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
-PROCESS_READING_FROM = 1024  # files; below this, starting worker processes costs more
-PROBE_CHUNK = 64  # files per worker task
-INLINE_BYTES = 1 << 20  # files up to this size come back from the worker with their bytes
-HEADER_BYTES = 256 << 10  # enough of a larger JPEG for its markers and EXIF
 _STOP = object()
 
 
@@ -54,72 +48,28 @@ def takes(row: FileRow) -> bool:
 
 
 def read_items(
-    rows: Sequence[FileRow], limits: Limits, workers: int, window: int
+    rows: Iterable[FileRow], limits: Limits, threads: int, window: int
 ) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
-    """Read files and parse their JPEG headers, in order, at most `window` files ahead.
-
-    Many files are probed in worker processes (open, read and header parsing are per-file
-    Python work that one GIL serialises in threads); their bytes come back with the probe up to
-    INLINE_BYTES, larger files are read here by threads (reads release the GIL).
-    """
-    probe = partial(probe_files, limits=limits)
-    paths = [row.path for row in rows]
-    with contextlib.ExitStack() as stack:
-        readers = ThreadPoolExecutor(worker_count(workers), thread_name_prefix="pixseek-read")
-        stack.enter_context(readers)
-        if len(rows) >= PROCESS_READING_FROM:
-            pool = stack.enter_context(worker_pool(workers))
-            chunks = max(2, window // PROBE_CHUNK)
-            probes = map_in_chunks(pool, probe, paths, PROBE_CHUNK, chunks)
-        else:
-            probes = (found for [found] in readers.map(probe, ([path] for path in paths)))
-        pending: deque[tuple[FileRow, Probe, Future | None]] = deque()
-        for row, found in zip(rows, probes, strict=True):
-            late = readers.submit(Path(row.path).read_bytes) if found[0] == "large" else None
-            pending.append((row, found, late))
+    """Read files and parse JPEG headers in threads, in order, at most `window` ahead."""
+    with ThreadPoolExecutor(threads, thread_name_prefix="pixseek-read") as pool:
+        pending: deque[Future] = deque()
+        for row in rows:
+            pending.append(pool.submit(_read, row, limits))
             if len(pending) >= window:
-                yield _item(*pending.popleft())
+                yield pending.popleft().result()
         while pending:
-            yield _item(*pending.popleft())
+            yield pending.popleft().result()
 
 
-Probe = tuple[str, object, bytes | None]
-
-
-def probe_files(paths: list[str], limits: Limits) -> list[Probe]:
-    """For each path: ("jpeg" | "large", header, bytes or None), ("other", None, None) for the
-    CPU path, or ("refused", (reason, retryable), None)."""
-    return [_probe(path, limits) for path in paths]
-
-
-def _probe(path: str, limits: Limits) -> Probe:
+def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, ImageError]:
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as handle:
-            data = handle.read(size if size <= INLINE_BYTES else HEADER_BYTES)
-        header = read_jpeg_header(data, limits, size)
+        data = Path(row.path).read_bytes()
+        header = read_jpeg_header(data, limits)
     except ImageError as error:
-        return "refused", (error.reason, error.retryable), None
+        return row, error
     except OSError:
-        return "other", None, None  # the CPU path reports unreadable files with their reason
-    if header is None:
-        return "other", None, None
-    return ("jpeg", header, data) if size <= INLINE_BYTES else ("large", header, None)
-
-
-def _item(
-    row: FileRow, probe: Probe, late: Future | None
-) -> Item | FileRow | tuple[FileRow, ImageError]:
-    kind, detail, data = probe
-    if kind == "refused":
-        reason, retryable = detail
-        return row, ImageError(reason, retryable)
-    if kind == "other":
-        return row
-    try:
-        return Item(row, late.result() if late is not None else data, detail)
-    except OSError:
-        return row
+        return row  # the CPU path reports unreadable files with their reason
+    return Item(row, data, header) if header is not None else row
 
 
 class Lane:
@@ -226,7 +176,7 @@ def embed_batched(
                 on_embedded(list(zip(items, vectors, strict=True)))
 
     window = max(2 * batch_size, 64)
-    for result in read_items(rows, limits, workers, window):
+    for result in read_items(rows, limits, threads, window):
         if isinstance(result, Item):
             batch.append(result)
             if len(batch) >= batch_size:

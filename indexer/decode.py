@@ -11,11 +11,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -61,32 +60,6 @@ def worker_count(configured: int) -> int:
     return configured or os.cpu_count() or 1
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes (forkserver, imaging preloaded) that leave when this process dies."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pixseek.imaging"])
-    return ProcessPoolExecutor(
-        max_workers=worker_count(workers),
-        mp_context=context,
-        initializer=_exit_with,
-        initargs=(os.getpid(),),
-    )
-
-
-def map_in_chunks(
-    pool: Executor, task: Callable[[list[Job]], list], jobs: Iterable[Job], chunk: int, window: int
-) -> Iterator:
-    """`task` over `jobs` in chunks, results in order, at most `window` chunks in flight."""
-    pending: deque[Future] = deque()
-    remaining = iter(jobs)
-    while part := list(islice(remaining, chunk)):
-        pending.append(pool.submit(task, part))
-        if len(pending) >= window:
-            yield from pending.popleft().result()
-    while pending:
-        yield from pending.popleft().result()
-
-
 class DecodePool(Generic[Job]):
     """A process pool that survives workers dying; use as a context manager."""
 
@@ -94,7 +67,17 @@ class DecodePool(Generic[Job]):
         self.workers = worker_count(workers)
         self.limits, self.spec = limits, spec
         self.in_flight = max(in_flight, self.workers)
-        self._pool = worker_pool(self.workers)
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["pixseek.imaging"])
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        )
 
     def __enter__(self) -> DecodePool[Job]:
         return self
@@ -144,4 +127,4 @@ class DecodePool(Generic[Job]):
 
     def _restart(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = worker_pool(self.workers)
+        self._pool = self._new_pool()

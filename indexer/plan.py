@@ -12,17 +12,15 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from pixseek.catalog import FAILED, INDEXED, Catalog, FileRow, content_hash, record_id
-from pixseek.indexer.decode import map_in_chunks, worker_pool
 from pixseek.indexer.scan import FoundFile, RootScan
 
 log = logging.getLogger(__name__)
 HASH_THREADS = max(4, os.cpu_count() or 1)  # hashlib releases the GIL: one per core
-PROCESS_HASHING_FROM = 2048  # files; below this, starting worker processes costs more
 
 
 @dataclass
@@ -110,54 +108,37 @@ def _is_settled(row: FileRow, cached: set[str]) -> bool:
 
 def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int], None]) -> None:
     todo = [c for c in candidates if c.content_hash is None]
-    paths = [os.path.join(c.root, c.found.rel_path) for c in todo]
-    for candidate, result in zip(todo, _digests(paths, on_hashed), strict=True):
-        if isinstance(result, OSError):
-            candidate.content_hash = None
-            if not isinstance(result, FileNotFoundError):
-                reason = (
-                    "permission denied"
-                    if isinstance(result, PermissionError)
-                    else (f"cannot read: {result.strerror or result}")
-                )
-                plan.failures.append(
-                    _failed(
-                        candidate.root,
-                        candidate.found.rel_path,
-                        candidate.found,
-                        candidate.row,
-                        reason,
-                    )
-                )
-        else:
-            candidate.content_hash = result
-    candidates[:] = [c for c in candidates if c.content_hash is not None]
 
-
-def digest_paths(paths: list[str]) -> list[str | OSError]:
-    """Content hashes of `paths` (an OSError in place of a file that can't be read)."""
-    results: list[str | OSError] = []
-    for path in paths:
+    def digest(candidate: _Candidate) -> str | OSError:
         try:
-            results.append(content_hash(path))
+            return content_hash(os.path.join(candidate.root, candidate.found.rel_path))
         except OSError as error:
-            results.append(error)
-    return results
-
-
-def _digests(paths: list[str], on_hashed: Callable[[int], None]) -> Iterator[str | OSError]:
-    """Hash in threads, or for many files in worker processes: per-file Python overhead
-    under one GIL, not the disk, limits threads on small files."""
-    if len(paths) < PROCESS_HASHING_FROM:
-        with ThreadPoolExecutor(HASH_THREADS) as pool:
-            for [result] in pool.map(digest_paths, ([path] for path in paths)):
-                on_hashed(1)
-                yield result
-        return
-    with worker_pool(0) as pool:
-        for result in map_in_chunks(pool, digest_paths, paths, 64, 4 * HASH_THREADS):
+            return error
+        finally:
             on_hashed(1)
-            yield result
+
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        for candidate, result in zip(todo, pool.map(digest, todo), strict=True):
+            if isinstance(result, OSError):
+                candidate.content_hash = None
+                if not isinstance(result, FileNotFoundError):
+                    reason = (
+                        "permission denied"
+                        if isinstance(result, PermissionError)
+                        else (f"cannot read: {result.strerror or result}")
+                    )
+                    plan.failures.append(
+                        _failed(
+                            candidate.root,
+                            candidate.found.rel_path,
+                            candidate.found,
+                            candidate.row,
+                            reason,
+                        )
+                    )
+            else:
+                candidate.content_hash = result
+    candidates[:] = [c for c in candidates if c.content_hash is not None]
 
 
 def _resolve(

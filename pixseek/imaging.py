@@ -187,14 +187,13 @@ class JpegHeader:
     format: str = "JPEG"
 
 
-def read_jpeg_header(data: bytes, limits: Limits, size: int | None = None) -> JpegHeader | None:
-    """Parse a JPEG's header without decoding pixels; `data` may be the file's first part only
-    (then `size` is the whole file's).
+def read_jpeg_header(data: bytes, limits: Limits) -> JpegHeader | None:
+    """Parse a JPEG's header without decoding pixels.
 
     Returns None for anything batched decoding must leave to `open_image` (not a JPEG, CMYK,
     unreadable header); raises ImageError for files the caps refuse.
     """
-    check_file_size(len(data) if size is None else size, limits)
+    check_file_size(len(data), limits)
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             if img.mode not in ("RGB", "L"):

@@ -16,7 +16,6 @@ from PIL import Image, ImageOps
 
 from pixseek.catalog import FileRow
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
-from pixseek.indexer import batched, plan
 from pixseek.indexer.batched import embed_batched
 from pixseek.tensor_preprocess import orient, resize_crop
 from tests.conftest import Cli, write_config
@@ -98,12 +97,7 @@ def test_batched_embeddings_match_the_reference(tmp_path, reference, embedder): 
         assert float(embedded[str(path)] @ theirs) >= 0.999, name
 
 
-@pytest.mark.parametrize("readers", ["threads", "worker processes"])
-def test_index_with_batched_decode(tmp_path, random_clip, monkeypatch, readers):
-    if readers == "worker processes":  # what large runs use; small files inline, others not
-        monkeypatch.setattr(batched, "PROCESS_READING_FROM", 1)
-        monkeypatch.setattr(batched, "INLINE_BYTES", 20_000)
-        monkeypatch.setattr(plan, "PROCESS_HASHING_FROM", 1)
+def test_index_with_batched_decode(tmp_path, random_clip):
     root = tmp_path / "photos"
     root.mkdir()
     for name in ("jpeg", "exif-rotated jpeg", "cmyk jpeg", "png with alpha", "progressive jpeg"):

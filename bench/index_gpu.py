@@ -148,15 +148,18 @@ def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
             timings[key] = span if attempt == 0 else min(timings[key], span)
     for key, span in timings.items():
         rates[f"{key} ({decoder.name}, batch {len(batch)})"] = len(batch) / span
-    count = 0
+    for name in ("nvimgcodec", "nvjpeg"):
+        count = 0
 
-    def take(pairs) -> None:
-        nonlocal count
-        count += len(pairs)
+        def take(pairs) -> None:
+            nonlocal count
+            count += len(pairs)
 
-    started = time.perf_counter()
-    embed_batched(rows, [embedder], limits, 0, take, lambda row: None, lambda row, e: None)
-    rates["embed_batched (no catalog, no Chroma)"] = count / (time.perf_counter() - started)
+        started = time.perf_counter()
+        embed_batched(rows, [embedder], limits, 0, take, print, print, decoder=name)
+        rates[f"embed_batched, {name} (no catalog, no Chroma)"] = count / (
+            time.perf_counter() - started
+        )
     return rates
 
 
@@ -207,7 +210,9 @@ class GpuMemory:
         self._thread.join(timeout=2)
 
 
-def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict:
+def pixseek_index(
+    folder: Path, model_dir: Path, work: Path, hnsw: dict, decoder: str = "auto"
+) -> dict:
     """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory."""
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
@@ -217,6 +222,7 @@ def pixseek_index(folder: Path, model_dir: Path, work: Path, hnsw: dict) -> dict
         "data_dir": str(data),
         "model": {"name": str(model_dir), "device": "cuda"},
         "store": {"hnsw": hnsw},
+        "indexer": {"gpu_decoder": decoder},
     }
     config.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "pixseek.cli", "index", str(folder), "--json"]
@@ -248,6 +254,7 @@ def main() -> int:
     parser.add_argument("--naive", type=int, default=200, help="images per set for the naive loop")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pixseek-bench"))
     parser.add_argument("--hnsw", type=json.loads, default={}, help="store.hnsw settings (JSON)")
+    parser.add_argument("--decoder", default="auto", help="indexer.gpu_decoder for pixseek index")
     args = parser.parse_args()
     work = args.workdir.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -264,7 +271,9 @@ def main() -> int:
         for stage, rate in stages.items():
             print(f"  {name} stage {stage}: {rate:,.0f}/s", flush=True)
         naive_rate = naive(paths[: args.naive], model_dir)
-        report = pixseek_index(work / name, model_dir, work / f"run-{name}", args.hnsw)
+        report = pixseek_index(
+            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder
+        )
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]
         store = Store(StoreSettings(), work / f"chroma-default-{name}", "default")

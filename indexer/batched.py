@@ -75,9 +75,11 @@ def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, Image
 class Lane:
     """One model device: a decode thread and a resize+embed thread joined by a short queue."""
 
-    def __init__(self, embedder: Embedder, threads: int, done: queue.Queue) -> None:
+    def __init__(
+        self, embedder: Embedder, threads: int, done: queue.Queue, decoder: str = "auto"
+    ) -> None:
         self.embedder = embedder
-        self.decoder = make_decoder(embedder.device, embedder.spec.target, threads)
+        self.decoder = make_decoder(embedder.device, embedder.spec.target, threads, decoder)
         self.inbox: queue.Queue = queue.Queue(maxsize=1)
         self._ready: queue.Queue = queue.Queue(maxsize=1)
         self._done = done
@@ -135,12 +137,13 @@ def embed_batched(
     on_embedded: Callable[[list[tuple[Item, np.ndarray]]], None],
     on_leftover: Callable[[FileRow], None],
     on_refused: Callable[[FileRow, ImageError], None],
+    decoder: str = "auto",
 ) -> None:
     """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order."""
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
     done: queue.Queue = queue.Queue()
-    lanes = [Lane(embedder, threads, done) for embedder in embedders]
+    lanes = [Lane(embedder, threads, done, decoder) for embedder in embedders]
     running = len(lanes)
     batch: list[Item] = []
     turn = 0

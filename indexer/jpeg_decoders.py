@@ -38,10 +38,14 @@ def gpu_decoder_available() -> bool:
     return any(importlib.util.find_spec(name) for name in ("nvidia.nvimgcodec", "torchvision"))
 
 
-def make_decoder(device: torch.device, draft_target: int, threads: int) -> JpegDecoder:
-    """The fastest decoder that works on `device`."""
+def make_decoder(
+    device: torch.device, draft_target: int, threads: int, prefer: str = "auto"
+) -> JpegDecoder:
+    """The decoder `prefer`red (`auto`: the fastest) that works on `device`."""
     if device.type == "cuda":
-        for factory in (NvImageCodecDecoder, NvjpegDecoder):
+        factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
+        order = [factories[prefer]] if prefer in factories else []
+        for factory in [*order, NvImageCodecDecoder, NvjpegDecoder]:
             try:
                 return factory(device)
             except (ImportError, RuntimeError, AttributeError, TypeError) as error:

@@ -243,6 +243,7 @@ class _Run:
                 on_embedded=self._write_embedded,
                 on_leftover=others.append,
                 on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
+                decoder=self.library.settings.indexer.gpu_decoder,
             )
             rows = others
         self._decode_with_workers(rows)

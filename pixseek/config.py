@@ -72,6 +72,7 @@ class IndexerSettings(Section):
     max_pixels: int = Field(89_478_485, ge=1)
     workers: int = Field(0, ge=0)
     decode: Literal["auto", "workers", "batched"] = "auto"
+    gpu_decoder: Literal["auto", "nvimgcodec", "nvjpeg"] = "auto"
     queue_size: int = Field(256, ge=1)
     delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -107,6 +107,8 @@ def test_bad_requests_are_4xx_and_change_nothing(client, site):
         (client.get(listing, params={"tier": "near", "threshold": 2.5}), 400),
         (client.get(listing, params={"tier": "exact", "threshold": 3}), 400),
         (client.get(listing, params={"tier": "semantic", "threshold": 5}), 400),
+        (client.get(listing, params={"tier": "semantic", "threshold": 0.01}), 400),
+        (client.get(listing, params={"tier": "near", "threshold": 40}), 400),
         (client.get(listing, params={"tier": "near", "threshold": 65}), 422),
         (client.get(listing, params={"limit": 0}), 422),
         (client.get(listing, params={"offset": -1}), 422),

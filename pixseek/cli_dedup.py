@@ -181,14 +181,19 @@ def _fail(message: str) -> None:
 
 
 def _distinct_groups(found: dict[str, list[Group]]) -> list[Group]:
-    """Groups of every tier asked for; a file already moved by an earlier group is left out."""
-    seen: set[str] = set()
+    """Groups of every tier asked for, minus those that would move a file another group keeps
+    or moves already (a file can be in an exact and a semantic group at once)."""
+    moved: set[str] = set()
+    kept: set[str] = set()
     chosen = []
     for groups in found.values():
         for group in groups:
-            if not seen & {m.id for m in group.removable} and group.keeper.id not in seen:
-                chosen.append(group)
-                seen |= {m.id for m in group.removable}
+            removable = {m.id for m in group.removable}
+            if removable & (moved | kept) or group.keeper.id in moved:
+                continue
+            chosen.append(group)
+            moved |= removable
+            kept |= {m.id for m in group.members} - removable
     return chosen
 
 

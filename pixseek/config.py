@@ -151,8 +151,8 @@ KeepRule = Literal["largest_pixels", "largest_file", "format", "oldest", "newest
 
 
 class DedupSettings(Section):
-    near_hamming: int = Field(6, ge=0, le=64)
-    semantic_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    near_hamming: int = Field(6, ge=0, le=16)
+    semantic_threshold: float = Field(0.95, ge=0.5, le=1.0)
     keep_rules: list[KeepRule] = Field(
         default_factory=lambda: ["largest_pixels", "format", "oldest", "shortest_path"]
     )

@@ -36,6 +36,10 @@ from pixseek.search.pairs import (
     semantic_pairs,
 )
 
+# Looser than this, nearly every pair of a large library matches: slow and meaningless.
+MAX_NEAR_BITS = 16
+MIN_SEMANTIC = 0.5
+
 
 class DedupError(ValueError):
     """A dedup request that cannot be answered as asked (bad tier or threshold)."""
@@ -135,10 +139,14 @@ def check_threshold(tier: str, threshold: float | None) -> None:
         return
     if tier == "exact":
         raise DedupError("the exact tier has no threshold (it compares content hashes)")
-    if tier == "near" and (threshold != int(threshold) or not 0 <= threshold <= 64):
-        raise DedupError(f"near threshold is a number of bits from 0 to 64 (got {threshold})")
-    if tier == "semantic" and not 0.0 < threshold <= 1.0:
-        raise DedupError(f"semantic threshold is a cosine above 0 and at most 1 (got {threshold})")
+    if tier == "near" and (threshold != int(threshold) or not 0 <= threshold <= MAX_NEAR_BITS):
+        raise DedupError(
+            f"near threshold is a number of bits from 0 to {MAX_NEAR_BITS} (got {threshold})"
+        )
+    if tier == "semantic" and not MIN_SEMANTIC <= threshold <= 1.0:
+        raise DedupError(
+            f"semantic threshold is a cosine from {MIN_SEMANTIC} to 1 (got {threshold})"
+        )
 
 
 class Finder:

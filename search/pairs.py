@@ -156,8 +156,9 @@ def semantic_pairs(vectors: np.ndarray, threshold: float) -> Pairs:
     for start in range(0, count, rows):
         stop = min(start + rows, count)
         block = vectors[start:stop] @ vectors[start:].T
-        block[:, : stop - start][np.tril_indices(stop - start)] = -np.inf  # self and lower half
         hit_rows, hit_cols = np.nonzero(block >= threshold)
+        upper = hit_cols > hit_rows  # column j is item start + j: keep each pair once
+        hit_rows, hit_cols = hit_rows[upper], hit_cols[upper]
         parts.append(
             Pairs(hit_rows + start, hit_cols + start, block[hit_rows, hit_cols].astype(np.float64))
         )

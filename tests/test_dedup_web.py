@@ -70,6 +70,12 @@ def test_keep_and_dismiss_stick(client):
     body = {"tier": "near", "action": "dismiss", "groups": [g["id"] for g in near]}
     assert client.post("/api/duplicates/decisions", json=body).json()["groups"] == 2
     assert client.get("/api/duplicates", params={"tier": "near"}).json()["total"] == 0
+    stored = client.get("/api/duplicates/decisions").json()
+    assert [d["decision"] for d in stored] == ["keep_all", "not_duplicates", "not_duplicates"]
+    forgotten = client.post(f"/api/duplicates/decisions/{stored[0]['id']}/forget")
+    assert forgotten.json()["tier"] == "exact"
+    assert client.get("/api/duplicates", params={"tier": "exact"}).json()["total"] == 1
+    assert client.post(f"/api/duplicates/decisions/{stored[0]['id']}/forget").status_code == 404
 
 
 def test_quarantine_and_undo_through_the_api(client, site):
@@ -101,6 +107,8 @@ def test_bad_requests_are_4xx_and_change_nothing(client, site):
         (client.get(listing, params={"tier": "near", "threshold": 2.5}), 400),
         (client.get(listing, params={"tier": "exact", "threshold": 3}), 400),
         (client.get(listing, params={"tier": "semantic", "threshold": 5}), 400),
+        (client.get(listing, params={"tier": "semantic", "threshold": 0.01}), 400),
+        (client.get(listing, params={"tier": "near", "threshold": 40}), 400),
         (client.get(listing, params={"tier": "near", "threshold": 65}), 422),
         (client.get(listing, params={"limit": 0}), 422),
         (client.get(listing, params={"offset": -1}), 422),

@@ -206,17 +206,63 @@ def decide(library: LibraryDep, finder: FinderDep, body: DecideRequest) -> Decid
     return apply(library, finder, body.tier, body.threshold, body.action, body.groups)
 
 
+class DecisionOut(BaseModel):
+    id: int
+    tier: Tier
+    decision: decisions.Decision
+    hashes: list[str]
+    created_at: float
+
+
 @api.get(
-    "/manifests", summary="Quarantine manifests, newest first", response_model=list[ManifestInfo]
+    "/decisions",
+    summary="Stored keep-all and not-duplicates decisions",
+    response_model=list[DecisionOut],
 )
-def list_manifests(library: LibraryDep) -> list[ManifestInfo]:
-    found = []
+def list_decisions(library: LibraryDep) -> list[DecisionOut]:
+    return [
+        DecisionOut(
+            id=d.id,
+            tier=d.tier,
+            decision=d.decision,
+            hashes=sorted(d.hashes),
+            created_at=d.created_at,
+        )
+        for d in decisions.stored(library.catalog)
+    ]
+
+
+@api.post(
+    "/decisions/{number}/forget",
+    summary="Forget a decision: its group is reported again",
+    response_model=DecisionOut,
+    responses={404: {"description": "no such decision"}},
+)
+def forget_decision(library: LibraryDep, number: int) -> DecisionOut:
+    known = {d.id: d for d in list_decisions(library)}
+    if number not in known or not decisions.forget(library.catalog, number):
+        raise HTTPException(status_code=404, detail=f"no decision {number}")
+    return known[number]
+
+
+def manifest_infos(library: Library, limit: int) -> list[ManifestInfo]:
+    """The newest readable manifests of the quarantine folder."""
+    found: list[ManifestInfo] = []
     for path in manifests(quarantine_dir(library)):
+        if len(found) >= limit:
+            break
         try:
             found.append(ManifestInfo(name=path.name, files=len(read_manifest(path))))
         except QuarantineError:
             continue
     return found
+
+
+@api.get(
+    "/manifests", summary="Quarantine manifests, newest first", response_model=list[ManifestInfo]
+)
+def list_manifests(library: LibraryDep) -> list[ManifestInfo]:
+    return manifest_infos(library, limit=1000)
 
 
 @api.post(
@@ -255,7 +301,7 @@ def duplicates_page(
             "total": len(groups),
             "groups": shown,
             "message": message,
-            "manifests": list_manifests(library)[:5],
+            "manifests": manifest_infos(library, limit=5),
             "link": lambda **changes: _link(**{"tier": tier, "threshold": threshold} | changes),
         },
     )

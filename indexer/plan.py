@@ -194,7 +194,7 @@ def _guard_deletes(
 ) -> None:
     gone_indexed = [row for row in gone if row.status == INDEXED]
     if gone_indexed and not allow:
-        total = sum(1 for row in catalog.rows_under(scan.root).values() if row.status == INDEXED)
+        total = catalog.count_under(scan.root, INDEXED)
         if scan.empty:
             plan.notes.append(
                 f"{scan.root}: root is empty, so {len(gone_indexed)} record(s) were NOT deleted "

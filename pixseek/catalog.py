@@ -141,6 +141,10 @@ class FileRow:
 
 
 _COLUMNS = [field.name for field in fields(FileRow)]
+_INDEXED = (  # rows whose embedding for a model (first parameter) is cached
+    "FROM files f JOIN embeddings e ON e.content_hash = f.content_hash AND e.model = ? "
+    "WHERE f.status = ?"
+)
 
 
 class Catalog:
@@ -202,6 +206,11 @@ class Catalog:
             rows.update((row.rel_path, row) for row in map(_row, cursor) if row.root == root)
         return rows
 
+    def count_under(self, root: str, status: str) -> int:
+        """How many rows of a library root have this status."""
+        query = "SELECT COUNT(*) FROM files WHERE root = ? AND status = ?"
+        return self.db.execute(query, (root, status)).fetchone()[0]
+
     def get(self, record: str) -> FileRow | None:
         """The row with this record id."""
         return self._one("id = ?", record)
@@ -218,9 +227,7 @@ class Catalog:
     def indexed(self, model: str) -> Iterator[FileRow]:
         """Indexed rows whose embedding for `model` is cached: exactly what Chroma should hold."""
         cursor = self.db.execute(
-            f"SELECT {','.join('f.' + c for c in _COLUMNS)} FROM files f JOIN embeddings e "
-            "ON e.content_hash = f.content_hash AND e.model = ? WHERE f.status = ?",
-            (model, INDEXED),
+            f"SELECT {','.join('f.' + c for c in _COLUMNS)} {_INDEXED}", (model, INDEXED)
         )
         yield from map(_row, cursor)
 
@@ -326,16 +333,17 @@ class Catalog:
         """Files indexed (for this model), failed, and embeddings cached."""
         failed = self.db.execute("SELECT COUNT(*) FROM files WHERE status = ?", (FAILED,))
         cached = self.db.execute("SELECT COUNT(*) FROM embeddings WHERE model = ?", (model,))
+        indexed = self.db.execute(f"SELECT COUNT(*) {_INDEXED}", (model, INDEXED))
         return {
-            "indexed": sum(1 for _ in self.indexed(model)),
+            "indexed": indexed.fetchone()[0],
             "failed": failed.fetchone()[0],
             "cached_embeddings": cached.fetchone()[0],
         }
 
     def failures(self) -> list[FileRow]:
         """Files that could not be indexed, with their reasons."""
-        cursor = self.db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM files WHERE status = ? ORDER BY path", (FAILED,)
+        cursor = self.db.execute(  # "+path": sort the few failed rows, not walk the path index
+            f"SELECT {','.join(_COLUMNS)} FROM files WHERE status = ? ORDER BY +path", (FAILED,)
         )
         return list(map(_row, cursor))
 

@@ -62,7 +62,7 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         hits = cli("search", "a red circle", "-k", "4")
         api = _get(f"{base}/api/search?q=a+red+circle&k=4")["results"]
         assert [hit["id"] for hit in hits] == [hit["id"] for hit in api]
-        assert set(hits[0]) == {"id", "path", "score"}
+        assert set(hits[0]) == {"id", "path", "score", "date"}
         assert cli("status")["indexed"] == 13
         by_id = cli("similar", hits[0]["id"], "-k", "3")
         assert len(by_id) == 3 and hits[0]["id"] not in {hit["id"] for hit in by_id}

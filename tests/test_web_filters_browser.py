@@ -11,35 +11,26 @@ import pytest
 from pixseek.config import load_config
 from pixseek.library import Library
 from pixseek.web.app import create_app
+from tests import test_web_browser
 from tests.test_query_filters import build_dated_gallery
 from tests.test_web_api import serve
-from tests.test_web_browser import browser, sync_api  # noqa: F401  (browser is a fixture)
+from tests.test_web_browser import names, sync_api
 from tests.tinyclip import draw_shape
+
+# the same Chromium and page fixtures as the other browser tests, on this module's `site`
+browser, page = test_web_browser.browser, test_web_browser.page
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, trained_clip) -> Iterator[str]:
+def site(tmp_path_factory, trained_clip) -> Iterator[tuple[str, Path]]:
     base = tmp_path_factory.mktemp("browser-filters")
-    config, _ = build_dated_gallery(base, trained_clip)
+    config, root = build_dated_gallery(base, trained_clip)
     library = Library(load_config(config).settings)
     try:
         with serve(create_app(library, thumbnail_dir=base / "thumbs")) as url:
-            yield url
+            yield url, root
     finally:
         library.close()
-
-
-@pytest.fixture
-def page(browser, site):  # noqa: F811
-    context = browser.new_context(base_url=site)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def names(page) -> list[str]:
-    return page.locator("#results .card .name").all_inner_texts()
 
 
 def dates(page) -> list[str]:

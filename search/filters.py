@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -88,24 +88,27 @@ def parse_date(name: str, text: str | None, end: bool) -> float | None:
     if text is None or not text.strip():
         return None
     text = text.strip()
-    matched = _DATE.fullmatch(text)
     try:
-        if not matched:
-            moment = datetime.fromisoformat(text)
-            zoned = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-            return zoned.timestamp()
-        year, month, day = (int(part) if part else None for part in matched.groups())
-        start = datetime(year, month or 1, day or 1, tzinfo=timezone.utc)  # type: ignore[arg-type]
-    except ValueError:
+        return _bound(text, end)
+    except (ValueError, OverflowError):
         raise FilterError(
             f"{name}: {text!r} is not a date; use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM"
         ) from None
+
+
+def _bound(text: str, end: bool) -> float:
+    matched = _DATE.fullmatch(text)
+    if not matched:
+        moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    year, month, day = (int(part) if part else None for part in matched.groups())
+    start = datetime(year, month or 1, day or 1, tzinfo=timezone.utc)  # type: ignore[arg-type]
     if not end:
         return start.timestamp()
     if day is not None:
-        return start.timestamp() + 86400
+        return (start + timedelta(days=1)).timestamp()
     if month is not None:
-        return start.timestamp() + 86400 * calendar.monthrange(start.year, start.month)[1]
+        return (start + timedelta(days=calendar.monthrange(start.year, start.month)[1])).timestamp()
     return start.replace(year=start.year + 1).timestamp()
 
 

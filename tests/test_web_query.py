@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,19 +19,31 @@ from tests.test_web_api import png_bytes, serve
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, trained_clip) -> Iterator[tuple[httpx.Client, Path]]:
+def gallery_config(tmp_path_factory, trained_clip) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("web-query")
     config, root = build_dated_gallery(base, trained_clip)
     flag_colour(config, FLAGGED_COLOUR)
-    library = Library(load_config(config).settings)
+    return config, root
+
+
+@contextmanager
+def client_for(config: Path, **flags: object) -> Iterator[httpx.Client]:
+    library = Library(load_config(config, flags).settings)
     try:
         with (
-            serve(create_app(library, thumbnail_dir=base / "thumbs")) as url,
+            serve(create_app(library, thumbnail_dir=config.parent / "thumbs")) as url,
             httpx.Client(base_url=url, timeout=30) as client,
         ):
-            yield client, root
+            yield client
     finally:
         library.close()
+
+
+@pytest.fixture(scope="module")
+def api(gallery_config) -> Iterator[tuple[httpx.Client, Path]]:
+    config, root = gallery_config
+    with client_for(config) as client:
+        yield client, root
 
 
 def results(client: httpx.Client, **params: object) -> list[dict]:
@@ -56,6 +69,20 @@ def test_filters_as_query_parameters(api):
     only = results(client, flagged="only")
     assert len(only) == 9 and all(hit["name"].startswith(FLAGGED_COLOUR) for hit in only)
     assert len(results(client, flagged="hide", folder="2019")) == 9
+
+
+def test_safe_search_hides_flagged_images_unless_asked(gallery_config):
+    config, root = gallery_config
+    moderation = [{"name": "moderation", "labels": ["nudity"], "flag": True}]
+    with client_for(config, **{"classify.label_sets": moderation}) as client:
+        shown = results(client)
+        assert len(shown) == 27 and not any(h["name"].startswith(FLAGGED_COLOUR) for h in shown)
+        assert len(results(client, flagged="any")) == 36
+        target = record_id(str(root), "2019/yellow_circle_0.jpg")
+        similar = client.get(f"/api/images/{target}/similar", params={"k": 50}).json()
+        assert not any(h["name"].startswith(FLAGGED_COLOUR) for h in similar["results"])
+        page = client.get(f"/similar/{target}", params={"k": 50}).text
+        assert "yellow_" not in page.split("<section", 1)[1]
 
 
 def test_blank_form_values_mean_no_filter(api):

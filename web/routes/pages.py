@@ -155,12 +155,13 @@ def similar_page(
     request: Request,
     templates: TemplatesDep,
     library: LibraryDep,
+    filters: FiltersDep,
     record: str,
     k: K = PAGE,
     offset: Offset = 0,
 ) -> Response:
     row = indexed_row(library, record)
-    results = similar(library, record, Page(k, offset))
+    results = similar(library, record, Page(k, offset), filters)
     return templates.TemplateResponse(
         request,
         "similar.html",

@@ -160,7 +160,12 @@ def _flagged(value: str | None, hide_by_default: bool) -> Flagged:
 
 def sql_conditions(filters: Filters, model: str) -> tuple[str, list[object]]:
     """The filters as one SQL condition over `files f`, with its parameters."""
-    clauses, args = ["f.status = 'indexed'"], []
+    # what the store holds for this model: indexed files whose embedding is cached
+    clauses: list[str] = [
+        "f.status = 'indexed' AND EXISTS (SELECT 1 FROM embeddings e "
+        "WHERE e.model = ? AND e.content_hash = f.content_hash)"
+    ]
+    args: list[object] = [model]
     if filters.folder is not None:
         column = "f.path" if filters.folder.startswith("/") else "f.rel_path"
         prefix = filters.folder.rstrip("/") + "/"

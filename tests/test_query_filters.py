@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pixseek.catalog import record_id
+from pixseek.catalog import FileRow, record_id
 from pixseek.config import load_config
 from pixseek.library import Library
 from pixseek.search.filters import parse_filters
@@ -324,3 +324,22 @@ def test_min_score_then_sort_by_date(dated):
 def test_bad_filter_values_are_refused_with_the_option_named(dated, args, message):
     cli, _, _ = dated
     assert message in cli.run("search", "a red circle", *args, expect=2)
+
+
+def test_files_without_an_embedding_for_this_model_are_skipped(cli, gallery):
+    """E.g. right after switching model.name, before the new model has embedded everything."""
+    cli.index(gallery)
+    library = Library(load_config(cli.config).settings)
+    try:
+        stray = FileRow(
+            id="stray", root=str(gallery), rel_path="sub/stray.jpg", path=str(gallery / "sub" /
+            "stray.jpg"), size=1, mtime_ns=1, content_hash="0" * 40, status="indexed",
+            width=96, height=96, format="JPEG",
+        )  # fmt: skip
+        library.catalog.save([stray])
+    finally:
+        library.close()
+    for args in (["--folder", "sub"], ["--format", "jpeg"], ["--min-width", "10"]):
+        hits = cli.json("search", "a red circle", "-k", "50", *args)
+        assert len(hits) == 4 if args[0] == "--folder" else len(hits) == 12
+        assert "stray" not in {hit["id"] for hit in hits}

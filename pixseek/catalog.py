@@ -78,6 +78,13 @@ _MIGRATIONS = (
         UNIQUE (tier, hashes)
     );
     """,
+    """
+    CREATE INDEX files_rel_path ON files(rel_path);
+    CREATE INDEX files_when ON files(COALESCE(taken_at, mtime_ns / 1e9));
+    CREATE INDEX files_format ON files(format);
+    CREATE INDEX files_width ON files(width);
+    CREATE INDEX files_height ON files(height);
+    """,
 )
 
 
@@ -218,6 +225,18 @@ class Catalog:
     def by_path(self, path: str) -> FileRow | None:
         """The row for an absolute path."""
         return self._one("path = ?", path)
+
+    def rows(self, ids: Sequence[str]) -> dict[str, FileRow]:
+        """The rows with these record ids, keyed by id (unknown ids are left out)."""
+        found: dict[str, FileRow] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            cursor = self.db.execute(
+                f"SELECT {','.join(_COLUMNS)} FROM files WHERE id IN ({marks})", chunk
+            )
+            found.update((row.id, row) for row in map(_row, cursor))
+        return found
 
     def _one(self, where: str, value: str) -> FileRow | None:
         cursor = self.db.execute(f"SELECT {','.join(_COLUMNS)} FROM files WHERE {where}", (value,))

@@ -22,19 +22,18 @@ from rich.text import Text
 
 from pixseek import cli_classify, remote
 from pixseek.cli_dedup import dedup_app
+from pixseek.cli_search import search, similar
 from pixseek.cli_support import (
     ConfigOpt,
     DataDirOpt,
     DeviceOpt,
     JsonOpt,
-    MinScoreOpt,
     ModelOpt,
-    OffsetOpt,
     ServerOpt,
-    TopKOpt,
     err,
     open_library,
     out,
+    remote_call,
     settings,
 )
 from pixseek.config import flatten
@@ -225,90 +224,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-@app.command()
-def search(
-    text: Annotated[str, typer.Argument(help="What to look for, in words.")],
-    k: TopKOpt = 10,
-    offset: OffsetOpt = 0,
-    min_score: MinScoreOpt = None,
-    config: ConfigOpt = None,
-    json_output: JsonOpt = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    data_dir: DataDirOpt = None,
-    server: ServerOpt = None,
-) -> None:
-    """Images matching a text, best first, with cosine scores."""
-    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
-    if server:
-        page = {"k": k, "offset": offset, "min_score": min_score}
-        token = loaded.settings.web.token
-        _print_remote(lambda: remote.search(server, token, text, page), json_output)
-        return
-    from pixseek.search.query import search_text
-
-    with open_library(loaded) as library:
-        _print_results(lambda: search_text(library, text, k, offset, min_score), json_output)
-
-
-@app.command()
-def similar(
-    target: Annotated[str, typer.Argument(help="An image path (indexed or not) or a record id.")],
-    k: TopKOpt = 10,
-    offset: OffsetOpt = 0,
-    min_score: MinScoreOpt = None,
-    config: ConfigOpt = None,
-    json_output: JsonOpt = False,
-    model: ModelOpt = None,
-    device: DeviceOpt = None,
-    data_dir: DataDirOpt = None,
-    server: ServerOpt = None,
-) -> None:
-    """Images that look like an image, best first, with cosine scores."""
-    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
-    if server:
-        page = {"k": k, "offset": offset, "min_score": min_score}
-        token = loaded.settings.web.token
-        _print_remote(lambda: remote.similar(server, token, target, page), json_output)
-        return
-    from pixseek.search.query import similar as find_similar
-
-    with open_library(loaded) as library:
-        _print_results(lambda: find_similar(library, target, k, offset, min_score), json_output)
-
-
-def _remote_call(run):
-    try:
-        return run()
-    except remote.RemoteError as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
-
-
-def _print_remote(run, json_output: bool) -> None:
-    hits = _remote_call(run)
-    _print_hits([{key: hit[key] for key in ("id", "path", "score")} for hit in hits], json_output)
-
-
-def _print_results(run, json_output: bool) -> None:
-    from pixseek.search.query import QueryError
-
-    try:
-        results = run()
-    except QueryError as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    _print_hits([result.as_dict() for result in results], json_output)
-
-
-def _print_hits(hits: list[dict[str, Any]], json_output: bool) -> None:
-    if json_output:
-        out.print_json(data=hits)
-        return
-    if not hits:
-        out.print("no results")
-    for hit in hits:
-        out.print(f"{hit['score']:.4f}  {hit['path']}", highlight=False, markup=False)
+app.command()(search)
+app.command()(similar)
 
 
 @app.command()
@@ -322,7 +239,7 @@ def status(
     """Counts, model, store, and every file that could not be indexed with the reason."""
     loaded = settings(config, **{"model.name": model, "data_dir": data_dir})
     if server:
-        report = _remote_call(lambda: remote.status(server, loaded.settings.web.token))
+        report = remote_call(lambda: remote.status(server, loaded.settings.web.token))
         _print_status(report, json_output)
         return
     from pixseek.tags import TagTable

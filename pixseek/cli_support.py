@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,8 @@ from pixseek.config import ConfigError, LoadedConfig, load_config
 
 if TYPE_CHECKING:
     from pixseek.library import Library
+
+T = TypeVar("T")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -47,6 +49,17 @@ def settings(config: Path | None, **flags: Any) -> LoadedConfig:
     except ConfigError as error:
         err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
         raise typer.Exit(2) from None
+
+
+def remote_call(run: Callable[[], T]) -> T:
+    """Run a `--server` request; a refused or unreachable server exits 1 with its message."""
+    from pixseek.remote import RemoteError
+
+    try:
+        return run()
+    except RemoteError as error:
+        err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
 
 
 @contextmanager

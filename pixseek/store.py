@@ -111,7 +111,13 @@ class Store:
         found = self.collection.get(ids=[record], include=["metadatas"])
         return found["metadatas"][0] if found["ids"] else None
 
-    def query(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Hit]:
+    def query(
+        self,
+        vector: np.ndarray,
+        k: int,
+        where: dict[str, Any] | None = None,
+        with_metadata: bool = True,
+    ) -> list[Hit]:
         """The k nearest records to a unit vector, best first."""
         if k <= 0:
             return []
@@ -119,11 +125,12 @@ class Store:
             query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
             n_results=k,
             where=where,
-            include=["distances", "metadatas"],
+            include=["distances", "metadatas"] if with_metadata else ["distances"],
         )
+        metadatas = result["metadatas"][0] if with_metadata else [None] * len(result["ids"][0])
         return [
             Hit(id=record, score=1.0 - float(distance), metadata=metadata or {})
             for record, distance, metadata in zip(
-                result["ids"][0], result["distances"][0], result["metadatas"][0], strict=True
+                result["ids"][0], result["distances"][0], metadatas, strict=True
             )
         ]

@@ -16,7 +16,7 @@ import numpy as np
 
 from pixseek.catalog import INDEXED
 from pixseek.library import Library
-from pixseek.search.query import QueryError, image_vector, search_text
+from pixseek.search.query import Page, QueryError, image_vector, search
 from pixseek.zeroshot import label_vectors, logit_scale, probabilities
 
 MAX_LABELS = 100
@@ -133,7 +133,7 @@ def classify_search(
     library: Library, labels: Sequence[str], text: str, k: int
 ) -> list[Classification]:
     """Classify the k images that best match a text, in ranking order."""
-    results = search_text(library, text, k)
+    results = search(library, text, Page(k=k))
     return classify_records(library, labels, [result.id for result in results])
 
 

@@ -127,7 +127,7 @@ def test_second_root_and_search_json_shape(cli, gallery, tmp_path):
     cli.index(gallery, other)
     hits = cli.json("search", "a yellow circle", "-k", "13")
     assert len(hits) == 13
-    assert all(set(hit) == {"id", "path", "score"} for hit in hits)
+    assert all(set(hit) == {"id", "path", "score", "date"} for hit in hits)
     scores = [hit["score"] for hit in hits]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     page = cli.json("search", "a yellow circle", "-k", "5", "--offset", "5")

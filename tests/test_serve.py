@@ -74,10 +74,12 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         hits = cli("search", "a red circle", "-k", "4")
         api = _get(f"{base}/api/search?q=a+red+circle&k=4")["results"]
         assert [hit["id"] for hit in hits] == [hit["id"] for hit in api]
-        assert set(hits[0]) == {"id", "path", "score"}
+        assert set(hits[0]) == {"id", "path", "score", "date"}
         assert cli("status")["indexed"] == 13
         by_id = cli("similar", hits[0]["id"], "-k", "3")
         assert len(by_id) == 3 and hits[0]["id"] not in {hit["id"] for hit in by_id}
+        in_sub = cli("search", "a red circle + a blue square", "-k", "20", "--folder", "sub")
+        assert in_sub and all("/sub/" in hit["path"] for hit in in_sub)
         by_file = cli("similar", str(gallery / "red-square.jpg"), "-k", "3")
         assert by_file[0]["path"] in {str(gallery / "red-square.jpg"), str(gallery / "copied.jpg")}
         outside = tmp_path / "not-indexed.png"

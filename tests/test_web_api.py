@@ -117,7 +117,7 @@ def test_text_search_puts_the_right_class_on_top(server):
     assert body["k"] == 3 and body["offset"] == 0 and len(body["results"]) == 3
     assert [label(hit["name"]) for hit in body["results"]] == ["red_circle"] * 3
     first = body["results"][0]
-    assert set(first) == {"id", "path", "score", "name", "width", "height"}
+    assert set(first) == {"id", "path", "score", "name", "width", "height", "date"}
     assert (first["width"], first["height"]) == (128, 128)
     page2 = client.get("/api/search", params={"q": "a red circle", "k": 3, "offset": 3}).json()
     assert {h["id"] for h in page2["results"]}.isdisjoint(h["id"] for h in body["results"])

@@ -159,6 +159,7 @@ def create_app(
     )
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.autoescape = True
+    templates.env.filters["day"] = pages.day
     app.state.library = library
     app.state.watch_status = watch_status
     app.state.token = token or None

@@ -15,9 +15,11 @@ from pydantic import BaseModel, Field
 from pixseek.catalog import INDEXED, FileRow
 from pixseek.imaging import ImageError, open_image
 from pixseek.library import Library
-from pixseek.search.query import Result, search_text, search_vector, similar
+from pixseek.search.filters import Filters
+from pixseek.search.query import Page, Result, search, similar
 from pixseek.tags import TagTable
 from pixseek.web.deps import AuthDep, LibraryDep, ModelLockDep, ThumbnailDirDep
+from pixseek.web.query_params import FiltersDep, MinScore, Sort
 
 public = APIRouter(prefix="/api", tags=["api"])
 router = APIRouter(prefix="/api", tags=["api"], dependencies=[AuthDep])
@@ -27,8 +29,13 @@ UPLOAD_CHUNK = 1 << 20
 
 K = Annotated[int, Query(ge=1, le=200, description="Results per page (1 to 200).")]
 Offset = Annotated[int, Query(ge=0, le=100_000, description="Results to skip.")]
-MinScore = Annotated[
-    float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine score.")
+Q = Annotated[
+    str,
+    Query(
+        max_length=1000,
+        description="Texts and id:RECORD terms joined by ' + ' and ' - ', with optional weights: "
+        "'2:golden retriever + id:abc - fruit'.",
+    ),
 ]
 
 
@@ -43,6 +50,7 @@ class Hit(BaseModel):
     name: str
     width: int | None = None
     height: int | None = None
+    date: float | None = None
 
 
 class Results(BaseModel):
@@ -128,6 +136,7 @@ def hit(result: Result) -> Hit:
         name=Path(result.path).name,
         width=int(width) if isinstance(width, (int, float)) else None,
         height=int(height) if isinstance(height, (int, float)) else None,
+        date=result.date,
     )
 
 
@@ -155,13 +164,13 @@ async def save_upload(upload: UploadFile, directory: Path, max_bytes: int) -> Pa
 
 
 def search_upload_file(
-    library: Library, lock, path: Path, k: int, offset: int, min_score: float | None
+    library: Library, lock, path: Path, q: str, page: Page, filters: Filters
 ) -> list[Result]:
-    """Decode an uploaded image (ImageError → 400 upstream), embed it and search."""
+    """Decode an uploaded image (ImageError → 400 upstream), embed it, add `q`, and search."""
     decoded = open_image(path, library.limits)
     with lock:
         vector = library.embedder.encode_images([decoded.image])[0]
-    return search_vector(library, vector, k, offset, min_score)
+        return search(library, q, page, filters, uploads=[vector], read_files=False)
 
 
 async def search_upload(
@@ -169,26 +178,22 @@ async def search_upload(
     library: Library,
     lock,
     upload: UploadFile,
-    k: int,
-    offset: int,
-    min_score: float | None,
+    q: str,
+    page: Page,
+    filters: Filters,
 ) -> list[Result]:
-    """Search by an uploaded image, shared by the API and the no-JS form."""
+    """Search by an uploaded image plus an optional query, shared by the API and the page."""
     from starlette.concurrency import run_in_threadpool
 
     with tempfile.TemporaryDirectory(prefix="pixseek-upload-") as folder:
         path = await save_upload(upload, Path(folder), request.app.state.max_upload_bytes)
-        return await run_in_threadpool(
-            search_upload_file, library, lock, path, k, offset, min_score
-        )
+        return await run_in_threadpool(search_upload_file, library, lock, path, q, page, filters)
 
 
-def text_results(
-    library: Library, lock, q: str, k: int, offset: int, min_score: float | None
-) -> list[Result]:
-    """Text search with the model lock held."""
+def query_results(library: Library, lock, q: str, page: Page, filters: Filters) -> list[Result]:
+    """A query (see `pixseek.search.combined`) with the model lock held; no files are read."""
     with lock:
-        return search_text(library, q, k, offset, min_score)
+        return search(library, q, page, filters, read_files=False)
 
 
 def make_thumbnail(library: Library, row: FileRow, size: int, cache: Path) -> Path:
@@ -217,15 +222,17 @@ def health() -> Health:
 
 
 @router.get("/search", summary="Search images by text", response_model=Results)
-def search(
+def search_query(
     library: LibraryDep,
     lock: ModelLockDep,
-    q: Annotated[str, Query(max_length=1000, description="What to look for.")] = "",
+    filters: FiltersDep,
+    q: Q = "",
     k: K = 20,
     offset: Offset = 0,
     min_score: MinScore = None,
+    sort: Sort = "score",
 ) -> Results:
-    results = text_results(library, lock, q, k, offset, min_score)
+    results = query_results(library, lock, q, Page(k, offset, min_score, sort), filters)
     return Results(results=[hit(r) for r in results], offset=offset, k=k)
 
 
@@ -234,12 +241,22 @@ async def search_image(
     request: Request,
     library: LibraryDep,
     lock: ModelLockDep,
+    filters: FiltersDep,
     file: Annotated[UploadFile, File(description="An image file (JPEG, PNG, WebP, ...).")],
+    q: Annotated[
+        str,
+        Query(
+            max_length=1000,
+            description="Terms to add or subtract: '+ red - circle' (without an operator, added).",
+        ),
+    ] = "",
     k: K = 20,
     offset: Offset = 0,
     min_score: MinScore = None,
+    sort: Sort = "score",
 ) -> Results:
-    results = await search_upload(request, library, lock, file, k, offset, min_score)
+    page = Page(k, offset, min_score, sort)
+    results = await search_upload(request, library, lock, file, q, page, filters)
     return Results(results=[hit(r) for r in results], offset=offset, k=k)
 
 
@@ -267,10 +284,16 @@ def image_info(library: LibraryDep, record: str) -> ImageInfo:
     "/images/{record}/similar", summary="Images similar to an indexed one", response_model=Results
 )
 def image_similar(
-    library: LibraryDep, record: str, k: K = 20, offset: Offset = 0, min_score: MinScore = None
+    library: LibraryDep,
+    record: str,
+    filters: FiltersDep,
+    k: K = 20,
+    offset: Offset = 0,
+    min_score: MinScore = None,
+    sort: Sort = "score",
 ) -> Results:
     indexed_row(library, record)
-    results = similar(library, record, k, offset, min_score)
+    results = similar(library, record, Page(k, offset, min_score, sort), filters)
     return Results(results=[hit(r) for r in results], offset=offset, k=k)
 
 

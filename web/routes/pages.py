@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from pixseek.imaging import ALLOWED_FORMATS
+from pixseek.search.filters import FLAGGED_CHOICES, Filters
+from pixseek.search.query import SORTS, Page
 from pixseek.web.deps import (
     SESSION_COOKIE,
     AuthDep,
@@ -19,14 +23,15 @@ from pixseek.web.deps import (
     session_value,
     token_matches,
 )
+from pixseek.web.query_params import FiltersDep, MinScore, Sort
 from pixseek.web.routes.api import (
     hit,
     image_info,
     indexed_row,
+    query_results,
     search_upload,
     similar,
     status_report,
-    text_results,
 )
 from pixseek.web.routes.classify import classify_for_page
 
@@ -51,24 +56,56 @@ def _safe_next(target: str) -> str:
     return target
 
 
+def day(timestamp: float | None) -> str:
+    """A result's date as YYYY-MM-DD in UTC (the camera's clock for EXIF dates)."""
+    if timestamp is None:
+        return ""
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _form(request: Request, page: Page, filters: Filters) -> dict[str, object]:
+    """What the search form and pager need: the current values and links that keep them."""
+    params = request.query_params
+    kept = [(key, value) for key, value in params.multi_items() if key not in ("q", "offset")]
+
+    def link(offset: int) -> str:
+        return "/?" + urlencode([("q", params.get("q", "")), *kept, ("offset", offset)])
+
+    return {
+        "form": params,
+        "formats": ALLOWED_FORMATS,
+        "chosen_formats": filters.formats,
+        "default_k": PAGE,
+        "flagged_choices": FLAGGED_CHOICES,
+        "sorts": SORTS,
+        "page": page,
+        "filter_query": urlencode(kept),
+        "prev_url": link(max(page.offset - page.k, 0)),
+        "next_url": link(page.offset + page.k),
+    }
+
+
 @router.get("/", response_class=HTMLResponse)
 def search_page(
     request: Request,
     templates: TemplatesDep,
     library: LibraryDep,
     lock: ModelLockDep,
+    filters: FiltersDep,
     q: Annotated[str, Query(max_length=1000)] = "",
     k: K = PAGE,
     offset: Offset = 0,
+    min_score: MinScore = None,
+    sort: Sort = "score",
 ) -> Response:
-    results = text_results(library, lock, q, k, offset, None) if q.strip() else None
+    page = Page(k, offset, min_score, sort)
+    results = query_results(library, lock, q, page, filters) if q.strip() else None
     return templates.TemplateResponse(
         request,
         "search.html",
         {
+            **_form(request, page, filters),
             "q": q,
-            "k": k,
-            "offset": offset,
             "results": [hit(r) for r in results] if results is not None else None,
             "more": results is not None and len(results) == k,
         },
@@ -81,19 +118,24 @@ async def search_image_page(
     templates: TemplatesDep,
     library: LibraryDep,
     lock: ModelLockDep,
+    filters: FiltersDep,
     file: Annotated[UploadFile, File()],
+    q: Annotated[str, Form(max_length=1000)] = "",
+    min_score: MinScore = None,
+    sort: Sort = "score",
 ) -> Response:
-    results = await search_upload(request, library, lock, file, PAGE, 0, None)
+    page = Page(PAGE, 0, min_score, sort)
+    results = await search_upload(request, library, lock, file, q, page, filters)
+    name = file.filename or "your upload"
     return templates.TemplateResponse(
         request,
         "search.html",
         {
+            **_form(request, page, filters),
             "q": "",
-            "k": PAGE,
-            "offset": 0,
             "results": [hit(r) for r in results],
             "more": False,
-            "heading": f"Images like {file.filename or 'your upload'}",
+            "heading": f"Images like {name}" + (f" {q}" if q.strip() else ""),
         },
     )
 
@@ -123,12 +165,13 @@ def similar_page(
     request: Request,
     templates: TemplatesDep,
     library: LibraryDep,
+    filters: FiltersDep,
     record: str,
     k: K = PAGE,
     offset: Offset = 0,
 ) -> Response:
     row = indexed_row(library, record)
-    results = similar(library, record, k, offset)
+    results = similar(library, record, Page(k, offset), filters)
     return templates.TemplateResponse(
         request,
         "similar.html",

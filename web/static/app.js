@@ -1,5 +1,6 @@
-// Search by image: the file input and a drop zone post to /api/search/image and render the grid.
-// Without JavaScript the surrounding form posts to /search/image and the server renders it.
+// Search by image: the file input and a drop zone post to /api/search/image, with the words to
+// add or subtract and the filters of the search form, and render the grid. Without JavaScript
+// the surrounding form posts to /search/image and the server renders it.
 (function () {
   "use strict";
   const form = document.getElementById("upload");
@@ -7,7 +8,17 @@
   const zone = document.getElementById("dropzone");
   const results = document.getElementById("results");
   const message = document.getElementById("message");
+  const searchForm = document.getElementById("search");
+  const words = document.getElementById("upload-q");
   if (!form || !input || !zone || !results) return;
+
+  function uploadUrl() {
+    const params = searchForm ? new URLSearchParams(new FormData(searchForm)) : new URLSearchParams();
+    params.delete("q");
+    params.set("k", "24");
+    if (words && words.value.trim()) params.set("q", words.value);
+    return "/api/search/image?" + params.toString();
+  }
 
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
@@ -36,6 +47,10 @@
       meta.appendChild(el("a", { class: "name", href: "/images/" + id, title: hit.path }, hit.name));
       meta.appendChild(el("span", { class: "score", title: "cosine similarity" },
         hit.score.toFixed(3)));
+      if (hit.date !== null && hit.date !== undefined) {
+        meta.appendChild(el("time", { class: "date" },
+          new Date(hit.date * 1000).toISOString().slice(0, 10)));
+      }
       meta.appendChild(el("a", { class: "similar", href: "/similar/" + id }, "similar"));
       item.append(thumb, meta);
       list.appendChild(item);
@@ -49,7 +64,7 @@
     const body = new FormData();
     body.append("file", file);
     try {
-      const response = await fetch("/api/search/image?k=24", {
+      const response = await fetch(uploadUrl(), {
         method: "POST", body: body, credentials: "same-origin",
       });
       const data = await response.json().catch(() => ({}));

@@ -1,4 +1,5 @@
-"""Serve latency benchmark: a real `pixseek serve` on CPU with a full-size random ViT-B/32.
+"""Serve latency benchmark: a real `pixseek serve` (CPU, or --device cuda) with a full-size
+random ViT-B/32.
 
 Three figures, printed as a table:
 
@@ -357,6 +358,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=50, help="concurrent clients (50)")
     parser.add_argument("--seconds", type=float, default=30.0, help="load duration (30)")
     parser.add_argument("--max-wait", type=float, default=300.0, help="wait for idle CPUs (300)")
+    parser.add_argument("--device", default="cpu", help="model.device of the server (cpu)")
     return parser.parse_args()
 
 
@@ -376,7 +378,7 @@ def main() -> int:
         json.dumps(
             {
                 "data_dir": str(data),
-                "model": {"name": str(model), "device": "cpu"},
+                "model": {"name": str(model), "device": args.device},
                 "watch": {"settle_s": args.settle},
             }
         )

@@ -9,6 +9,7 @@ fails a batch.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import logging
@@ -38,10 +39,12 @@ def gpu_decoder_available() -> bool:
     return any(importlib.util.find_spec(name) for name in ("nvidia.nvimgcodec", "torchvision"))
 
 
+@functools.lru_cache(maxsize=8)
 def make_decoder(
     device: torch.device, draft_target: int, threads: int, prefer: str = "auto"
 ) -> JpegDecoder:
-    """The decoder `prefer`red (`auto`: the fastest) that works on `device`."""
+    """The decoder `prefer`red (`auto`: the fastest) that works on `device`; made once per
+    process, so a watcher's small runs don't pay for setting it up each time."""
     if device.type == "cuda":
         factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
         order = [factories[prefer]] if prefer in factories else []

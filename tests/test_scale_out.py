@@ -23,7 +23,7 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def _wait(check, what: str, process: subprocess.Popen, seconds: float = 60) -> None:
+def _wait(check, what: str, process: subprocess.Popen, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:

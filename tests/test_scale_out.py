@@ -36,9 +36,9 @@ def _wait(check, what: str, process: subprocess.Popen, seconds: float = 120) -> 
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen) -> str:
+def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)
-    return process.communicate(timeout=60)[1]
+    process.wait(timeout=60)
 
 
 def test_an_indexer_and_a_web_only_server_share_a_chroma_server(
@@ -48,8 +48,9 @@ def test_an_indexer_and_a_web_only_server_share_a_chroma_server(
     env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    logs = {"watch": tmp_path / "watch.log", "serve": tmp_path / "serve.log"}
     spawn = lambda *args: subprocess.Popen(  # noqa: E731
-        [*PIXSEEK, *args], env=env, stderr=subprocess.PIPE, text=True
+        [*PIXSEEK, *args], env=env, stderr=logs[args[0]].open("w"), text=True
     )
     indexer = spawn("watch", str(gallery))
     web = spawn("serve", "--no-index", "--port", str(port))
@@ -75,8 +76,10 @@ def test_an_indexer_and_a_web_only_server_share_a_chroma_server(
         assert second.returncode == 1 and f"pid {indexer.pid}" in second.stderr
         assert "serve --no-index" in second.stderr
     finally:
-        web_errors, indexer_errors = _stop(web), _stop(indexer)
-    assert "Traceback" not in web_errors and "Traceback" not in indexer_errors
+        _stop(web), _stop(indexer)
+        output = {name: log.read_text() for name, log in logs.items()}
+        print(output)  # shown when the test fails
+    assert all("Traceback" not in text for text in output.values()), output
 
 
 def test_one_catalog_writes_a_collection(tmp_path, random_clip, gallery, chroma_server):

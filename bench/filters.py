@@ -56,8 +56,16 @@ class Case:
     mask: Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def build(library: Library, count: int, dim: int, seed: int) -> dict[str, np.ndarray]:
-    """Insert `count` synthetic records through the catalog and the store; return their facts."""
+def build(
+    library: Library,
+    count: int,
+    dim: int,
+    seed: int,
+    on_batch: Callable[[int], None] = lambda done: print(f"  {done:,} records", flush=True),
+) -> dict[str, np.ndarray]:
+    """Insert `count` synthetic records through the catalog and the store; return their facts.
+
+    `on_batch` is told the number of records written after every batch."""
     rng = np.random.default_rng(seed)
     centres = _unit(rng.standard_normal((max(count // 100, 1), dim)))
     facts = {
@@ -83,7 +91,7 @@ def build(library: Library, count: int, dim: int, seed: int) -> dict[str, np.nda
                 [(library.model_key, key) for key in flagged],
             )
         library.publish(rows)
-        print(f"  {start + len(rows):,} records", flush=True)
+        on_batch(start + len(rows))
     np.savez(library.settings.data_path / "facts.npz", **facts)
     return facts
 

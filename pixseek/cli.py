@@ -154,6 +154,12 @@ def watch(
             err.print("stopped")
 
 
+NO_INDEX_HELP = (
+    "Only serve, without indexing or watching: the index is written by another process "
+    "(`pixseek watch` on this data_dir, with store.mode: http)."
+)
+
+
 @app.command()
 def serve(
     paths: Annotated[list[Path] | None, typer.Argument(help="Folders to index and watch.")] = None,
@@ -163,6 +169,7 @@ def serve(
     data_dir: DataDirOpt = None,
     host: Annotated[str | None, typer.Option(help="web.host: bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="web.port: bind port.")] = None,
+    no_index: Annotated[bool, typer.Option("--no-index", help=NO_INDEX_HELP)] = False,
 ) -> None:
     """Index, keep watching, and serve the search UI and JSON API, all in one process."""
     import threading
@@ -187,8 +194,13 @@ def serve(
             "(or PIXSEEK_WEB_TOKEN), or bind 127.0.0.1"
         )
         raise typer.Exit(2)
-    roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
-    with open_library(loaded, writer=True) as library:
+    if no_index and paths:
+        err.print("error: --no-index serves what another process indexes: name no folders")
+        raise typer.Exit(2)
+    roots = [] if no_index else [normalise_root(r) for r in paths or loaded.settings.indexer.roots]
+    # a web-only process needs no lock with a Chroma server, but embedded Chroma is its alone
+    writer = not no_index or loaded.settings.store.mode == "embedded"
+    with open_library(loaded, writer=writer) as library:
         status, stop = WatchStatus(roots=roots), threading.Event()
         show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
         watcher = threading.Thread(
@@ -196,11 +208,11 @@ def serve(
         )
         if roots:
             watcher.start()  # its first reconcile re-tags if the label sets changed
-        else:
+        elif not no_index:
             sync_tags(library)
         app_ = create_app(
             library,
-            watch_status=status,
+            watch_status=None if no_index else status,
             token=web.token,
             max_upload_bytes=int(web.max_upload_mb * 1e6),
         )
@@ -304,13 +316,24 @@ def show_config(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
     out.print(table)
 
 
+TAKE_OVER_HELP = (
+    "Claim a collection that another catalog writes (that catalog is gone): its records "
+    "that this catalog lacks are removed."
+)
+
+
 @app.command()
-def repair(config: ConfigOpt = None, json_output: JsonOpt = False, data_dir: DataDirOpt = None):
+def repair(
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+    take_over: Annotated[bool, typer.Option(help=TAKE_OVER_HELP)] = False,
+):
     """Make Chroma agree with the catalog, restoring vectors from the cache (no re-embedding)."""
     from pixseek.indexer.repair import repair as run_repair
 
     loaded = settings(config, data_dir=data_dir)
-    with open_library(loaded, writer=True) as library:
+    with open_library(loaded, writer=True, take_over=take_over) as library:
         result = run_repair(library)
     if json_output:
         out.print_json(data=vars(result))

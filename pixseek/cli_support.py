@@ -63,7 +63,9 @@ def remote_call(run: Callable[[], T]) -> T:
 
 
 @contextmanager
-def open_library(loaded: LoadedConfig, writer: bool = False) -> Iterator[Library]:
+def open_library(
+    loaded: LoadedConfig, writer: bool = False, take_over: bool = False
+) -> Iterator[Library]:
     """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
     from pixseek.embedder import ModelLoadError
     from pixseek.library import Library
@@ -71,7 +73,7 @@ def open_library(loaded: LoadedConfig, writer: bool = False) -> Iterator[Library
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        library = Library(loaded.settings, writer=writer)
+        library = Library(loaded.settings, writer=writer, take_over=take_over)
     except StoreLockedError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None

@@ -6,6 +6,7 @@ pay for loading it.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -13,7 +14,7 @@ from pixseek.catalog import Catalog, FileRow
 from pixseek.config import Settings
 from pixseek.embedder import Embedder, collection_name, model_key, resolve_devices
 from pixseek.imaging import Limits
-from pixseek.lock import WriterLock
+from pixseek.lock import StoreOwnedError, WriterLock
 from pixseek.store import Store
 from pixseek.tags import TagTable, tag_metadata
 
@@ -21,16 +22,22 @@ from pixseek.tags import TagTable, tag_metadata
 class Library:
     """Everything a command needs, for one `Settings`."""
 
-    def __init__(self, settings: Settings, writer: bool = False) -> None:
-        """Open the library; a `writer` takes the data directory's lock in embedded mode."""
+    def __init__(self, settings: Settings, writer: bool = False, take_over: bool = False) -> None:
+        """Open the library; a `writer` takes the data directory's lock and claims the
+        collection for this catalog (`take_over` claims it from another catalog)."""
         self.settings = settings
-        embedded = settings.store.mode == "embedded"
-        self.lock = WriterLock(settings.data_path) if writer and embedded else None
+        self.lock = WriterLock(settings.data_path) if writer else None
         self.model_key = model_key(settings.model.name)
         self.catalog = Catalog(settings.catalog_path)
         self.store = Store(
             settings.store, settings.chroma_path, collection_name(settings.model.name)
         )
+        if writer:
+            try:
+                self.store.claim(f"{socket.gethostname()}:{self.catalog.path}", take_over)
+            except StoreOwnedError:
+                self.close()
+                raise
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -1,7 +1,10 @@
-"""One writer per embedded store: an advisory lock file in the data directory.
+"""One writer per data directory (an advisory lock file) and one catalog per collection.
 
-Chroma's embedded mode is not process-safe, so two indexers on one data directory could corrupt
-it. The lock is released by the kernel when its holder exits, even after kill -9.
+Chroma's embedded mode is not process-safe, and two indexers planning from one catalog would
+embed and delete at cross purposes, so a data directory has one writer in every store mode. The
+lock is released by the kernel when its holder exits, even after kill -9. A Chroma collection,
+embedded or on a server, is written from one catalog only (see `Store.claim`), because each
+catalog's repair removes the records it does not hold.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from pathlib import Path
 
 class StoreLockedError(RuntimeError):
     """Another process is writing to this data directory."""
+
+
+class StoreOwnedError(StoreLockedError):
+    """The collection is written from another catalog."""
 
 
 class WriterLock:
@@ -29,7 +36,8 @@ class WriterLock:
             os.close(self._fd)
             raise StoreLockedError(
                 f"{data_dir} is in use by another pixseek process (pid {owner}); wait for it to "
-                "finish, or use a Chroma server (store.mode: http) to share one index"
+                "finish, or search through it meanwhile: `--server URL`, or, with a Chroma "
+                "server (store.mode: http), a web-only `pixseek serve --no-index`"
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)

@@ -12,7 +12,10 @@ import numpy as np
 from chromadb.config import Settings as ChromaSettings
 
 from pixseek.config import StoreSettings
+from pixseek.lock import StoreOwnedError
 
+OWNER_KEY = "pixseek_catalog"
+"""Collection metadata naming the catalog (`host:path`) that writes the collection."""
 Metadata = dict[str, str | int | float | bool]
 
 
@@ -68,6 +71,25 @@ class Store:
     def name(self) -> str:
         """The collection name."""
         return self.collection.name
+
+    def claim(self, owner: str, take_over: bool = False) -> None:
+        """Mark the collection as written from the catalog `owner`, or refuse if another is.
+
+        Every catalog repairs the collection to hold exactly its own records, so two catalogs
+        writing one collection would delete each other's. `take_over` moves the claim here.
+        """
+        current = (self.collection.metadata or {}).get(OWNER_KEY)
+        if current == owner:
+            return
+        if current is not None and not take_over:
+            raise StoreOwnedError(
+                f"collection {self.name} at {self.location} is written from another catalog "
+                f"({current}); each collection has one indexer. Serve it from more processes "
+                "with `pixseek serve --no-index` next to that catalog, give this indexer its "
+                "own Chroma server or model, or, if that catalog is gone for good, take the "
+                "collection over with `pixseek repair --take-over`"
+            )
+        self.collection.modify(metadata={OWNER_KEY: owner})
 
     def count(self) -> int:
         """Number of records."""

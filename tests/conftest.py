@@ -17,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pixseek.cli import app
+from tests.chroma_server import running_chroma
 from tests.tinyclip import COLOURS, SHAPES, build_random_clip, draw_shape, train_shapes_clip
 
 pillow_heif.register_heif_opener()  # test images are written as HEIC too
@@ -80,3 +81,10 @@ def gallery(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         draw_shape(colour, shape, 96, rng).save(folder / f"{colour}-{shape}.jpg", quality=92)
     return root
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    """The port of a real `chroma run` server on a fresh directory."""
+    with running_chroma(tmp_path / "server") as port:
+        yield port

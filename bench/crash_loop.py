@@ -23,7 +23,6 @@ server was up.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import re
@@ -34,14 +33,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil
 from chromadb.api.shared_system_client import SharedSystemClient
 from serve_latency import free_port
-from tiny_library import QUERIES, ROOT, tiny_model, write_config, write_jpegs
+from tiny_library import QUERIES, ROOT, parse_options, tiny_model, write_config, write_jpegs
 
 from pixseek.catalog import Catalog, record_id
 from pixseek.config import load_config
@@ -402,19 +401,9 @@ def report(result: Result) -> None:
     print("\n".join(["", "PROBLEMS:", *found]) if found else "\nall checks passed")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    defaults = Options()
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench/out/crash_loop")
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    return parser.parse_args()
-
-
 def main() -> int:
-    args = parse_args()
-    options = Options(**{name: getattr(args, name) for name in asdict(Options())})
-    workdir = args.workdir.absolute()
+    description = __doc__.split("\n")[0]
+    options, workdir = parse_options(Options(), description, ROOT / "bench/out/crash_loop")
     for stale in ("photos", "data"):
         shutil.rmtree(workdir / stale, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)

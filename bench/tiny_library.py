@@ -6,17 +6,21 @@ is the bookkeeping around it: crashes, events, decoding.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import random
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tiny CLIP is built by tests/tinyclip.py
 
 from tests.tinyclip import build_random_clip, caption, classes, draw_shape  # noqa: E402
 
+T = TypeVar("T")
 QUERIES = [caption(colour, shape) for colour, shape in classes()]
 
 
@@ -60,3 +64,14 @@ def write_config(path: Path, model: Path, data: Path, **sections: dict) -> Path:
         settings[name] = settings.get(name, {}) | values
     path.write_text(json.dumps(settings))
     return path
+
+
+def parse_options(defaults: T, description: str, workdir: Path) -> tuple[T, Path]:
+    """Command-line flags for every field of the `defaults` dataclass, plus --workdir."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", type=Path, default=workdir)
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args()
+    values = {name: getattr(args, name) for name in asdict(defaults)}
+    return type(defaults)(**values), args.workdir.absolute()

@@ -56,7 +56,7 @@ class Options:
     files: int = 2000
     add: int = 25
     lose: int = 5
-    max_uptime: float = 2.0  # after the chosen point of the indexing
+    max_uptime: float = 0.5  # after the chosen point of the indexing
     startup_kills: float = 0.2  # share of kills at a random moment of startup
     clients: int = 3
     seed: int = 1

@@ -137,17 +137,23 @@ def run(options: Options, workdir: Path, model: Path) -> Result:
 
 
 def problems(result: Result, options: Options) -> list[str]:
-    """Broken promises, in words (the convergence itself is checked by `run`)."""
+    """Broken promises, in words (the convergence itself is checked by `run`).
+
+    A move whose two events reach different runs (watchdog pairs a rename's halves only when
+    they arrive together) is applied as a delete and an add; the add takes the embedding from
+    the cache, so it costs no model time and is counted apart.
+    """
     found = []
     if result.total("embedded") != options.files or result.cached != options.files:
         found.append(
             f"{result.total('embedded')} embedded, {result.cached} cached "
             f"for {options.files} distinct files"
         )
-    if result.total("moved") != options.moves:
-        found.append(f"{result.total('moved')} moves applied, {options.moves} made")
-    if result.total("deleted") != options.deletes:
-        found.append(f"{result.total('deleted')} deletes applied, {options.deletes} made")
+    split = options.moves - result.total("moved")
+    if result.total("deleted") != options.deletes + split or split < 0:
+        found.append(f"{result.total('deleted')} deleted, {options.deletes} deletes made")
+    if result.total("added") != options.files + split:
+        found.append(f"{result.total('added')} added, {options.files} copied")
     return found
 
 
@@ -159,10 +165,11 @@ def report(result: Result, options: Options) -> None:
         )
     status = result.status
     print(
-        f"\nruns: {len(result.reports)}, embedded {result.total('embedded')}, moved "
-        f"{result.total('moved')}, deleted {result.total('deleted')}, failed "
-        f"{result.total('failed')}; queue overflows {status['overflows']}, full rescans "
-        f"{status['rescans']}"
+        f"\nruns: {len(result.reports)}, embedded {result.total('embedded')}, added "
+        f"{result.total('added')}, moved {result.total('moved')}, deleted "
+        f"{result.total('deleted')}, failed {result.total('failed')}; moves applied as delete + "
+        f"add from the cache: {options.moves - result.total('moved')}; queue overflows "
+        f"{status['overflows']}, full rescans {status['rescans']}"
     )
     found = problems(result, options)
     print("\n".join(["", "PROBLEMS:", *found]) if found else "\nall checks passed")

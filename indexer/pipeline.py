@@ -41,12 +41,18 @@ class Progress(Protocol):
 
     def advance(self, count: int) -> None: ...
 
+    def embedded(self, count: int) -> None:
+        """`count` more images went through the model, and their vectors are in the cache."""
+
 
 class _Silent:
     def start(self, phase: str, total: int) -> None:
         pass
 
     def advance(self, count: int) -> None:
+        pass
+
+    def embedded(self, count: int) -> None:
         pass
 
 
@@ -251,7 +257,6 @@ class _Run:
     def _write_embedded(self, pairs: list[tuple[Item, np.ndarray]]) -> None:
         rows = [_described(item.row, item.header) for item, _ in pairs]
         embeddings = {item.row.content_hash: vector for item, vector in pairs}
-        self.report.embedded += len(embeddings)
         self._commit(rows, embeddings)
 
     def _decode_with_workers(self, rows: Sequence[FileRow]) -> None:
@@ -290,13 +295,14 @@ class _Run:
         if fresh:
             vectors = self.library.embedder.encode_pixels(list(fresh.values()))
             embeddings = dict(zip(fresh, vectors, strict=True))
-            self.report.embedded += len(fresh)
         self._commit([row for row, _ in batch], embeddings)
 
     def _commit(self, rows: list[FileRow], embeddings: dict[str, np.ndarray]) -> None:
         if embeddings:
             tag_embeddings(self.library, embeddings)
         self.library.catalog.save(rows, self.library.model_key, embeddings)
+        self.report.embedded += len(embeddings)  # counted once cached: a crash loses no count
+        self.progress.embedded(len(embeddings))
         self.publisher.upsert(rows)
         self.progress.advance(len(rows))
         self.report.decoded += len(rows)

@@ -3,7 +3,8 @@
 Rows reach Chroma from the catalog's embedding cache after they are committed there; a crash
 before they are published is repaired at the next start from that cache. Writes keep the order
 they were asked in (a delete and a later upsert of the same id stay in that order) and are grouped
-into batches of the client's maximum size.
+into batches of the client's maximum size, and a row waits at most `_FLUSH_AFTER_S` even while
+batches keep coming, so a long run is searchable as it goes.
 """
 
 from __future__ import annotations
@@ -62,18 +63,23 @@ class Publisher:
 
     def _run(self) -> None:
         pending: list[FileRow] = []
+        due = 0.0  # when the oldest pending row must be in Chroma
         try:
             while True:
+                wait = max(due - time.monotonic(), 0.0) if pending else None
                 try:
-                    item = self._queue.get(timeout=_FLUSH_AFTER_S if pending else None)
+                    item = self._queue.get(timeout=wait)
                 except queue.Empty:
                     item = ("flush", ())
                 if item is None:
                     break
                 kind, payload = item
                 if kind == "upsert":
+                    if not pending:
+                        due = time.monotonic() + _FLUSH_AFTER_S
                     pending.extend(payload)
-                    if len(pending) < self.library.store.batch_size:
+                    full = len(pending) >= self.library.store.batch_size
+                    if not full and time.monotonic() < due:
                         continue
                 self._flush(pending)
                 pending = []

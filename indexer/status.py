@@ -27,6 +27,7 @@ class WatchStatus:
         self.root_states: dict[str, str] = {}
         self.dirty: DirtyPaths | None = None
         self.rescans = 0
+        self.embedded_images = 0
         self.last_reconcile: float | None = None
         self.last_report: IndexReport | None = None
         self.notes: deque[str] = deque(maxlen=MAX_NOTES)
@@ -52,6 +53,10 @@ class WatchStatus:
         self._to_decode = max(self._to_decode - count, 0)
         with self._lock:
             self._done.append((time.monotonic(), count))
+
+    def embedded(self, count: int) -> None:
+        """Progress: `count` more images went through the model (a total since start)."""
+        self.embedded_images += count
 
     def finished(self, report: IndexReport, full: bool) -> None:
         """A run ended; a full one is the last reconcile."""
@@ -84,6 +89,7 @@ class WatchStatus:
                 "decode": self._to_decode,
             },
             "images_per_s": round(self.images_per_s(), 2),
+            "embedded": self.embedded_images,
             "overflows": 0 if dirty is None else dirty.overflows,
             "rescans": self.rescans,
             "last_reconcile": self.last_reconcile,

@@ -68,6 +68,9 @@ class _Bar:
     def advance(self, count: int) -> None:
         self.progress.advance(self.task, count)
 
+    def embedded(self, count: int) -> None:
+        pass
+
 
 @app.command()
 def index(

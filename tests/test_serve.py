@@ -49,13 +49,14 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert watch["roots"] == [{"root": str(gallery), "state": "watching"}]
         assert watch["observer"] == "native" and watch["running"] and watch["last_reconcile"]
         assert watch["images_per_s"] > 0 and set(watch["queue"]) == {"pending_paths", "decode"}
+        assert watch["embedded"] == 12, "the copy reuses its original's embedding"
         assert status["failures"][0]["path"] == str(gallery / "broken.jpg")
         assert "not an image" in status["failures"][0]["reason"]
         assert status["model"] == str(random_clip) and status["store"]["records"] == 13
         with urllib.request.urlopen(f"{base}/status", timeout=5) as response:
             page = response.read().decode()
         assert f'<td class="path">{gallery}</td><td>watching</td>' in page
-        assert "not an image" in page
+        assert "not an image" in page and '<dd id="embedded">12</dd>' in page
 
         second = subprocess.run(
             [sys.executable, "-m", "pixseek.cli", "index", str(gallery)],

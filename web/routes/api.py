@@ -108,6 +108,7 @@ class WatchInfo(BaseModel):
     running: bool
     queue: Queue
     images_per_s: float = Field(description="Images indexed per second over the last 10 s.")
+    embedded: int = Field(0, description="Images run through the model since the server started.")
     overflows: int = Field(description="Times more paths changed at once than watch.max_pending.")
     rescans: int = Field(description="Full rescans run because of an overflow.")
     last_reconcile: float | None = Field(description="End of the last full scan, epoch seconds.")

@@ -44,8 +44,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-cli_classify.register(app)
-app.add_typer(dedup_app, name="dedup")
 
 
 class _RateColumn(ProgressColumn):
@@ -346,6 +344,9 @@ def repair(
             f"removed {result.removed}"
         )
 
+
+cli_classify.register(app)
+app.add_typer(dedup_app, name="dedup")
 
 if __name__ == "__main__":
     app()

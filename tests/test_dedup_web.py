@@ -9,12 +9,9 @@ import httpx
 import pytest
 import yaml
 
-from pixseek.config import load_config
-from pixseek.library import Library
-from pixseek.web.app import create_app
 from tests import dedup_gallery as planted
 from tests.conftest import Cli, write_config
-from tests.test_web_api import serve
+from tests.test_web_api import serve_library
 
 
 @pytest.fixture
@@ -26,12 +23,8 @@ def site(tmp_path: Path, trained_clip: Path) -> Iterator[tuple[str, Path, Path]]
     data = yaml.safe_load(config.read_text())
     config.write_text(yaml.safe_dump(data | {"dedup": {"quarantine_dir": str(quarantine)}}))
     Cli(config).index(root)
-    library = Library(load_config(config).settings)
-    try:
-        with serve(create_app(library, thumbnail_dir=tmp_path / "thumbs")) as url:
-            yield url, root, quarantine
-    finally:
-        library.close()
+    with serve_library(config, tmp_path / "thumbs") as url:
+        yield url, root, quarantine
 
 
 @pytest.fixture

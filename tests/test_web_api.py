@@ -62,6 +62,17 @@ def serve(app) -> Iterator[str]:
         thread.join(10)
 
 
+@contextmanager
+def serve_library(config: Path, thumbnails: Path, **flags: object) -> Iterator[str]:
+    """Open the library of `config` as a reader and serve it; yields the base URL."""
+    library = Library(load_config(config, flags).settings)
+    try:
+        with serve(create_app(library, thumbnail_dir=thumbnails)) as url:
+            yield url
+    finally:
+        library.close()
+
+
 def label(name: str) -> str:
     return "_".join(Path(name).stem.split("_")[:2])
 

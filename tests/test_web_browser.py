@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pixseek.config import load_config
-from pixseek.library import Library
-from pixseek.web.app import create_app
-from tests.test_web_api import BROKEN, build_library, label, png_bytes, serve
+from tests.test_web_api import BROKEN, build_library, label, png_bytes, serve_library
 from tests.tinyclip import draw_shape
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,12 +34,8 @@ ARGS = [
 def site(tmp_path_factory, trained_clip) -> Iterator[tuple[str, Path]]:
     base = tmp_path_factory.mktemp("browser")
     config, root = build_library(base, trained_clip)
-    library = Library(load_config(config).settings)
-    try:
-        with serve(create_app(library, thumbnail_dir=base / "thumbs")) as url:
-            yield url, root
-    finally:
-        library.close()
+    with serve_library(config, base / "thumbs") as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pixseek.config import load_config
-from pixseek.library import Library
-from pixseek.web.app import create_app
 from tests import test_web_browser
 from tests.test_query_filters import build_dated_gallery
-from tests.test_web_api import serve
+from tests.test_web_api import serve_library
 from tests.test_web_browser import names, sync_api
 from tests.tinyclip import draw_shape
 
@@ -25,12 +22,8 @@ browser, page = test_web_browser.browser, test_web_browser.page
 def site(tmp_path_factory, trained_clip) -> Iterator[tuple[str, Path]]:
     base = tmp_path_factory.mktemp("browser-filters")
     config, root = build_dated_gallery(base, trained_clip)
-    library = Library(load_config(config).settings)
-    try:
-        with serve(create_app(library, thumbnail_dir=base / "thumbs")) as url:
-            yield url, root
-    finally:
-        library.close()
+    with serve_library(config, base / "thumbs") as url:
+        yield url, root
 
 
 def dates(page) -> list[str]:

@@ -11,11 +11,8 @@ import httpx
 import pytest
 
 from pixseek.catalog import record_id
-from pixseek.config import load_config
-from pixseek.library import Library
-from pixseek.web.app import create_app
 from tests.test_query_filters import FLAGGED_COLOUR, build_dated_gallery, flag_colour, label
-from tests.test_web_api import png_bytes, serve
+from tests.test_web_api import png_bytes, serve_library
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +25,11 @@ def gallery_config(tmp_path_factory, trained_clip) -> tuple[Path, Path]:
 
 @contextmanager
 def client_for(config: Path, **flags: object) -> Iterator[httpx.Client]:
-    library = Library(load_config(config, flags).settings)
-    try:
-        with (
-            serve(create_app(library, thumbnail_dir=config.parent / "thumbs")) as url,
-            httpx.Client(base_url=url, timeout=30) as client,
-        ):
-            yield client
-    finally:
-        library.close()
+    with (
+        serve_library(config, config.parent / "thumbs", **flags) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from pixseek.cli_support import (
     ModelOpt,
     ServerOpt,
     err,
+    model_settings,
     open_library,
     out,
     remote_call,
@@ -133,7 +134,7 @@ def watch(
     from pixseek.indexer.scan import normalise_root
     from pixseek.indexer.watch import watch as run_watch
 
-    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
+    loaded = model_settings(config, model, device, data_dir)
     roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")

@@ -15,6 +15,7 @@ from pixseek.cli_support import (
     ModelOpt,
     TopKOpt,
     err,
+    model_settings,
     open_library,
     out,
     settings,
@@ -59,7 +60,7 @@ def classify(
     )
     from pixseek.search.query import QueryError
 
-    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
+    loaded = model_settings(config, model, device, data_dir)
     if sum(bool(source) for source in (paths, query, record)) != 1:
         err.print("error: give image PATHs, --query TEXT or --id RECORD (one of them)")
         raise typer.Exit(2)
@@ -98,7 +99,7 @@ def retag(
     """Re-tag from the embedding cache after editing classify.label_sets (no image is embedded)."""
     from pixseek.indexer.tagging import sync_tags
 
-    loaded = settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
+    loaded = model_settings(config, model, device, data_dir)
     with open_library(loaded, writer=True) as library:
         report = sync_tags(library, force=force)
     if json_output:

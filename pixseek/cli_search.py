@@ -21,10 +21,10 @@ from pixseek.cli_support import (
     ServerOpt,
     TopKOpt,
     err,
+    model_settings,
     open_library,
     out,
     remote_call,
-    settings,
 )
 from pixseek.config import LoadedConfig
 
@@ -95,7 +95,7 @@ def search(
     text = " ".join(query)
     raw = _raw_filters(folder, since, until, formats, min_width, min_height, flagged)
     _run(
-        settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir}),
+        model_settings(config, model, device, data_dir),
         lambda library, page, filters: queries.search(library, text, page, filters),
         lambda token, params: remote.search(server, token, _for_server(text), params),
         (k, offset, min_score, sort),
@@ -121,7 +121,7 @@ def similar(
     from pixseek.search import query as queries
 
     _run(
-        settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir}),
+        model_settings(config, model, device, data_dir),
         lambda library, page, filters: queries.similar(library, target, page, filters),
         lambda token, params: remote.similar(server, token, target, params),
         (k, offset, min_score, "score"),

@@ -62,6 +62,13 @@ def remote_call(run: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
+def model_settings(
+    config: Path | None, model: str | None, device: str | None, data_dir: Path | None
+) -> LoadedConfig:
+    """`settings` with the --model, --device and --data-dir flags of the commands that embed."""
+    return settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
+
+
 @contextmanager
 def open_library(
     loaded: LoadedConfig, writer: bool = False, take_over: bool = False

@@ -25,8 +25,6 @@ class Publisher:
 
     def __init__(self, library: Library) -> None:
         self.library = library
-        self.published = 0
-        self.finished_at: float | None = None
         self._queue: queue.Queue[tuple[str, Sequence] | None] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pixseek-publisher", daemon=True)
@@ -89,12 +87,10 @@ class Publisher:
         except BaseException as error:  # surfaced to the indexing thread by close()
             self._error = error
             self._drain()
-        self.finished_at = time.perf_counter()
 
     def _flush(self, rows: list[FileRow]) -> None:
         if rows:
             self.library.publish(rows)
-            self.published += len(rows)
 
     def _drain(self) -> None:
         while self._queue.get() is not None:

@@ -5,6 +5,10 @@ before they are published is repaired at the next start from that cache. Writes 
 they were asked in (a delete and a later upsert of the same id stay in that order) and are grouped
 into batches of the client's maximum size, and a row waits at most `_FLUSH_AFTER_S` even while
 batches keep coming, so a long run is searchable as it goes.
+
+Chroma's client holds the interpreter lock while it writes, which would stall whatever else the
+indexing process does, so during a bulk run (`bulk()`) writes are gathered for up to
+`_BULK_FLUSH_AFTER_S` and done in large steps, and they catch up from the cache at the end.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from pixseek.catalog import FileRow
 from pixseek.library import Library
 
 _FLUSH_AFTER_S = 0.5
+_BULK_FLUSH_AFTER_S = 60.0
+_BULK_ROWS = 100_000
 
 
 class Publisher:
@@ -27,6 +34,7 @@ class Publisher:
         self.library = library
         self._queue: queue.Queue[tuple[str, Sequence] | None] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None
+        self._flush_after_s, self._full_rows = _FLUSH_AFTER_S, library.store.batch_size
         self._thread = threading.Thread(target=self._run, name="pixseek-publisher", daemon=True)
         self._thread.start()
 
@@ -45,6 +53,16 @@ class Publisher:
         """Remove records."""
         if ids:
             self._put(("delete", list(ids)))
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Write in large, infrequent steps while the block runs (then as usual)."""
+        self._flush_after_s, self._full_rows = _BULK_FLUSH_AFTER_S, _BULK_ROWS
+        try:
+            yield
+        finally:
+            self._flush_after_s, self._full_rows = _FLUSH_AFTER_S, self.library.store.batch_size
+            self._queue.put(("flush", ()))
 
     def close(self) -> None:
         """Wait until everything asked for is written; re-raise a write error."""
@@ -74,9 +92,9 @@ class Publisher:
                 kind, payload = item
                 if kind == "upsert":
                     if not pending:
-                        due = time.monotonic() + _FLUSH_AFTER_S
+                        due = time.monotonic() + self._flush_after_s
                     pending.extend(payload)
-                    full = len(pending) >= self.library.store.batch_size
+                    full = len(pending) >= self._full_rows
                     if not full and time.monotonic() < due:
                         continue
                 self._flush(pending)

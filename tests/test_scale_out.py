@@ -36,6 +36,11 @@ def _wait(check, what: str, process: subprocess.Popen, seconds: float = 120) -> 
         time.sleep(0.2)
 
 
+def _searchable(status: dict, count: int) -> bool:
+    """`count` images in the catalog, and Chroma caught up with it."""
+    return status["indexed"] == count == status["store"]["records"]
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
@@ -55,7 +60,7 @@ def test_an_indexer_and_a_web_only_server_share_a_chroma_server(
     indexer = spawn("watch", str(gallery))
     web = spawn("serve", "--no-index", "--port", str(port))
     try:
-        _wait(lambda: _get(f"{base}/api/status")["indexed"] == 12, "first index", web)
+        _wait(lambda: _searchable(_get(f"{base}/api/status"), 12), "first index", web)
         status = _get(f"{base}/api/status")
         assert status["store"]["mode"] == "http" and status["store"]["records"] == 12
         assert status["watch"] is None  # this process does not watch

@@ -21,6 +21,11 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
+def _searchable(status: dict, count: int) -> bool:
+    """`count` images in the catalog, and Chroma caught up with it (it follows within moments)."""
+    return status["indexed"] == count == status["store"]["records"]
+
+
 def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
     config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
     env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
@@ -32,7 +37,7 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _get(f"{base}/api/status")["indexed"] == 12:
+                if _searchable(_get(f"{base}/api/status"), 12):
                     break
             except OSError:
                 pass
@@ -42,7 +47,8 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
 
         shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
         (gallery / "broken.jpg").write_bytes(b"not a picture\n" * 50)
-        while (status := _get(f"{base}/api/status"))["indexed"] != 13 or not status["failed"]:
+
+        while not _searchable(status := _get(f"{base}/api/status"), 13) or not status["failed"]:
             assert time.monotonic() < deadline + 30, "the copy was not picked up"
             time.sleep(0.2)
         watch = status["watch"]

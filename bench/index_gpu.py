@@ -211,9 +211,17 @@ class GpuMemory:
 
 
 def pixseek_index(
-    folder: Path, model_dir: Path, work: Path, hnsw: dict, decoder: str = "auto"
+    folder: Path,
+    model_dir: Path,
+    work: Path,
+    hnsw: dict,
+    decoder: str = "auto",
+    profile: Path | None = None,
 ) -> dict:
-    """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory."""
+    """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory.
+
+    With `profile`, py-spy samples the thread holding the GIL into that file (collapsed stacks).
+    """
     data = work / "data"
     shutil.rmtree(data, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -227,13 +235,18 @@ def pixseek_index(
     config.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "pixseek.cli", "index", str(folder), "--json"]
     cmd += ["--config", str(config)]
+    if profile:
+        cmd = ["py-spy", "record", "--gil", "--threads", "--format", "raw", "--rate", "250",
+               "--output", str(profile), "--", *cmd]  # fmt: skip
     with GpuMemory() as memory:
         started = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=work)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, cwd=work, timeout=300
+        )
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
-    report = json.loads(done.stdout)
+    report, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
     report |= {"wall_s": wall, "gpu_peak_mib": memory.peak}
     store = Store(StoreSettings(hnsw=hnsw), data / "chroma", _collection(model_dir))
     report["records"] = store.count()
@@ -255,6 +268,12 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pixseek-bench"))
     parser.add_argument("--hnsw", type=json.loads, default={}, help="store.hnsw settings (JSON)")
     parser.add_argument("--decoder", default="auto", help="indexer.gpu_decoder for pixseek index")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the index runs (GIL holder) into workdir"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="only generate and run `pixseek index` (no stages)"
+    )
     args = parser.parse_args()
     work = args.workdir.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -266,13 +285,23 @@ def main() -> int:
         started = time.perf_counter()
         paths = generate(work / name, count, SIZES[name])
         print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
+        if args.quick:
+            report = pixseek_index(work / name, model_dir, work / f"run-{name}", args.hnsw)
+            print(
+                f"{name}: cache {report['decoded'] / report['cached_s']:,.0f}/s, searchable "
+                f"{report['decoded'] / report['elapsed']:,.0f}/s, phases {report['phases']}, "
+                f"GPU peak {report['gpu_peak_mib']} MiB",
+                flush=True,
+            )
+            continue
         limits = decode_only(paths)
         stages = stage_rates(paths, model_dir)
         for stage, rate in stages.items():
             print(f"  {name} stage {stage}: {rate:,.0f}/s", flush=True)
         naive_rate = naive(paths[: args.naive], model_dir)
+        profile = work / f"profile-{name}.txt" if args.profile else None
         report = pixseek_index(
-            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder
+            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile
         )
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]
@@ -302,6 +331,7 @@ def main() -> int:
             f"recall@10 {recall:.3f} | GPU peak {report['gpu_peak_mib']} MiB",
             flush=True,
         )
+        print(f"{name}: seconds by phase {report['phases']}", flush=True)
     (work / "results.json").write_text(json.dumps(rows, indent=1, default=str))
     return 0
 

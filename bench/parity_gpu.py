@@ -135,7 +135,7 @@ def pipeline_vectors(embedder: Embedder, files: dict[str, Path]) -> dict[str, np
 
     embed_batched(
         list(rows.values()), [embedder], LIMITS, 8,
-        on_embedded=lambda pairs: out.update({item.row.id: v for item, v in pairs}),
+        on_embedded=lambda done: out.update({row.id: v for row, _, v in done}),
         on_leftover=leftover,
         on_refused=lambda row, error: print(f"refused {row.path}: {error}"),
     )  # fmt: skip

@@ -11,6 +11,7 @@ workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
+import io
 import queue
 import threading
 from collections import deque
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
@@ -30,7 +32,9 @@ from pixseek.indexer.jpeg_decoders import make_decoder
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
+Embedded = tuple[FileRow, JpegHeader, np.ndarray]
 
 
 @dataclass
@@ -129,23 +133,39 @@ class Lane:
         self.inbox.put(_STOP)
 
 
+def warm_up(embedders: Sequence[Embedder], workers: int, decoder: str = "auto") -> None:
+    """Make each lane's decoder and run one small JPEG through decode, resize and model, so
+    that library and kernel start-up costs are paid before the first real batch."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    for embedder in embedders:
+        jpeg = make_decoder(embedder.device, embedder.spec.target, worker_count(workers), decoder)
+        pixels = [p for p in jpeg.decode([buffer.getvalue()]) if p is not None]
+        if pixels:
+            embedder.encode_uint8(resize_crop(pixels, embedder.spec))
+
+
 def embed_batched(
     rows: Sequence[FileRow],
     embedders: Sequence[Embedder],
     limits: Limits,
     workers: int,
-    on_embedded: Callable[[list[tuple[Item, np.ndarray]]], None],
+    on_embedded: Callable[[list[Embedded]], None],
     on_leftover: Callable[[FileRow], None],
     on_refused: Callable[[FileRow, ImageError], None],
     decoder: str = "auto",
 ) -> None:
-    """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order."""
+    """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order.
+
+    A batch holds at most the model's batch size, and at most `BATCH_PIXELS` decoded pixels.
+    """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
     done: queue.Queue = queue.Queue()
     lanes = [Lane(embedder, threads, done, decoder) for embedder in embedders]
     running = len(lanes)
     batch: list[Item] = []
+    pixels = 0
     turn = 0
 
     def hand_over(items: list[Item]) -> None:
@@ -176,15 +196,18 @@ def embed_batched(
             for row in failed:
                 on_leftover(row)
             if items:
-                on_embedded(list(zip(items, vectors, strict=True)))
+                on_embedded(
+                    [(item.row, item.header, v) for item, v in zip(items, vectors, strict=True)]
+                )
 
     window = max(2 * batch_size, 64)
     for result in read_items(rows, limits, threads, window):
         if isinstance(result, Item):
             batch.append(result)
-            if len(batch) >= batch_size:
+            pixels += result.header.width * result.header.height
+            if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
                 hand_over(batch)
-                batch = []
+                batch, pixels = [], 0
         elif isinstance(result, tuple):
             on_refused(*result)
         else:

@@ -11,8 +11,10 @@ anything twice, and the model never waits for Chroma.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -20,8 +22,9 @@ from typing import Protocol
 import numpy as np
 
 from pixseek.catalog import FAILED, INDEXED, FileRow
+from pixseek.embedder import resolve_devices
 from pixseek.imaging import JpegHeader, PreparedImage
-from pixseek.indexer.batched import Item, embed_batched, takes
+from pixseek.indexer.batched import Embedded, embed_batched, takes, warm_up
 from pixseek.indexer.decode import DecodeFailure, DecodePool
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan
@@ -61,7 +64,7 @@ class IndexReport:
     """What a run did; `embedded` counts images that went through the model.
 
     `cached_s` is when every embedding was in the catalog's cache; `elapsed` when every record
-    was also searchable in Chroma.
+    was also searchable in Chroma. `phases` says where the seconds went.
     """
 
     added: int = 0
@@ -79,6 +82,17 @@ class IndexReport:
     elapsed: float = 0.0
     notes: list[str] = field(default_factory=list)
     deferred_paths: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the seconds the block takes to `phases[name]`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.phases[name] = round(self.phases.get(name, 0.0) + spent, 3)
 
     @property
     def changed(self) -> bool:
@@ -120,8 +134,12 @@ def index_roots(
     With `settle_s`, files modified more recently than that are left for a later run.
     """
     started = time.perf_counter()
-    report = IndexReport(repaired=repair(library).changed, retagged=sync_tags(library).changed)
-    scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
+    report = IndexReport()
+    with report.phase("repair"):
+        report.repaired = repair(library).changed
+        report.retagged = sync_tags(library).changed
+    with report.phase("scan"):
+        scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
     return _run(library, scans, report, started, progress, allow_deletes, settle_s)
 
 
@@ -145,8 +163,10 @@ def index_paths(
         if found:
             by_root.setdefault(found[0], []).append(found[1])
     settings = library.settings.indexer
-    scans = [scan_paths(root, rels, settings) for root, rels in by_root.items()]
-    return _run(library, scans, IndexReport(), started, progress, False, settle_s)
+    report = IndexReport()
+    with report.phase("scan"):
+        scans = [scan_paths(root, rels, settings) for root, rels in by_root.items()]
+    return _run(library, scans, report, started, progress, False, settle_s)
 
 
 def _run(
@@ -159,16 +179,19 @@ def _run(
     settle_s: float,
 ) -> IndexReport:
     progress = progress or _Silent()
+    loader = _ModelLoader(library)
     progress.start("hashing", sum(len(scan.files) for scan in scans))
-    plan = make_plan(
-        scans,
-        library.catalog,
-        library.model_key,
-        library.settings.indexer.delete_guard_share,
-        allow_deletes,
-        on_hashed=progress.advance,
-        settle_s=settle_s,
-    )
+    with report.phase("plan"):
+        plan = make_plan(
+            scans,
+            library.catalog,
+            library.model_key,
+            library.settings.indexer.delete_guard_share,
+            allow_deletes,
+            on_hashed=progress.advance,
+            settle_s=settle_s,
+            on_changes=loader.start,
+        )
     report.unchanged = plan.unchanged + len(plan.touched)
     report.deferred, report.deferred_paths = len(plan.deferred), plan.deferred
     report.notes = plan.notes
@@ -177,19 +200,64 @@ def _run(
         run.apply_moves_and_touches()
         run.record_failures(plan.failures)
         if plan.to_decode:
+            with report.phase("model"):  # what loading and warming up took beyond the plan
+                loader.wait()
             progress.start("indexing", len(plan.to_decode))
-            run.decode_and_embed()
+            bulk = len(plan.to_decode) > library.store.batch_size
+            with report.phase("embed"), publisher.bulk() if bulk else nullcontext():
+                run.decode_and_embed()
         report.cached_s = time.perf_counter() - started
         run.apply_deletes()
+        with report.phase("publish"):
+            publisher.close()
+    loader.finish()
     report.elapsed = time.perf_counter() - started
     return report
+
+
+class _ModelLoader:
+    """Loads (and, for the batched path, warms up) the model on a thread while files are hashed."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        """Begin loading in the background."""
+        self._thread = threading.Thread(target=self._load, name="pixseek-model", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            embedders = self.library.embedders
+            if uses_batched_decode(self.library):
+                indexer = self.library.settings.indexer
+                warm_up(embedders, indexer.workers, indexer.gpu_decoder)
+        except BaseException as error:  # raised on the indexing thread by wait()
+            self._error = error
+
+    def wait(self) -> None:
+        """Block until the model is ready; load it here if loading never started."""
+        if self._thread is None:
+            self._load()
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def finish(self) -> None:
+        """Let a load that started end (the run may not have needed the model after all)."""
+        if self._thread is not None:
+            self._thread.join()
 
 
 def uses_batched_decode(library: Library) -> bool:
     """`indexer.decode`: batched JPEG decoding on the model's device, or decode workers only."""
     mode = library.settings.indexer.decode
     if mode == "auto":
-        return library.embedder.device.type == "cuda" and gpu_decoder_available()
+        device = resolve_devices(library.settings.model.device)[0]
+        return device.type == "cuda" and gpu_decoder_available()
     return mode == "batched"
 
 
@@ -234,6 +302,7 @@ class _Run:
         self.report.deleted = sum(1 for row in self.plan.deletes if row.status == INDEXED)
 
     def decode_and_embed(self) -> None:
+        """JPEGs through the batched path (when it is on), the rest through the decode workers."""
         rows = self.plan.to_decode
         if uses_batched_decode(self.library):
             cached = self.library.catalog.cached_hashes(
@@ -254,9 +323,9 @@ class _Run:
             rows = others
         self._decode_with_workers(rows)
 
-    def _write_embedded(self, pairs: list[tuple[Item, np.ndarray]]) -> None:
-        rows = [_described(item.row, item.header) for item, _ in pairs]
-        embeddings = {item.row.content_hash: vector for item, vector in pairs}
+    def _write_embedded(self, embedded: list[Embedded]) -> None:
+        rows = [_described(row, header) for row, header, _ in embedded]
+        embeddings = {row.content_hash: vector for row, _, vector in embedded}
         self._commit(rows, embeddings)
 
     def _decode_with_workers(self, rows: Sequence[FileRow]) -> None:

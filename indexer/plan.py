@@ -54,8 +54,12 @@ def make_plan(
     allow_deletes: bool = False,
     on_hashed: Callable[[int], None] = lambda _n: None,
     settle_s: float = 0.0,
+    on_changes: Callable[[], None] = lambda: None,
 ) -> Plan:
     """Compare scans with the catalog; hashes only what changed.
+
+    `on_changes` is called before hashing when some file is new or changed (so the caller can
+    load the model meanwhile).
 
     Files modified less than `settle_s` ago are deferred (they may still be being written):
     they are neither indexed nor treated as vanished. A partial scan compares only the catalog
@@ -92,6 +96,8 @@ def make_plan(
             for rel, row in rows.items()
             if rel not in scan.files and scan.covers(rel) and rel not in scan.broken
         ]
+    if candidates:
+        on_changes()
     _hash_all(candidates, plan, on_hashed)
     _resolve(candidates, vanished, catalog, model, plan)
     for root, rows in vanished.items():

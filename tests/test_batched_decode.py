@@ -84,7 +84,7 @@ def test_batched_embeddings_match_the_reference(tmp_path, reference, embedder): 
     embedded, leftovers = {}, []
     embed_batched(
         rows, [embedder], LIMITS, workers=2,
-        on_embedded=lambda pairs: embedded.update({i.row.path: v for i, v in pairs}),
+        on_embedded=lambda done: embedded.update({row.path: v for row, _, v in done}),
         on_leftover=lambda row: leftovers.append(Path(row.path).name),
         on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
     )  # fmt: skip

@@ -25,6 +25,15 @@ def test_first_run_indexes_everything_and_rerun_nothing(cli, gallery):
     assert status["indexed"] == 12 and status["store"]["records"] == 12
 
 
+def test_a_run_says_where_its_time_went_and_a_rerun_loads_no_model(cli, gallery):
+    first = cli.index(gallery)
+    assert {"scan", "plan", "model", "embed", "publish"} <= first["phases"].keys()
+    assert sum(first["phases"].values()) <= first["elapsed"] + 0.01
+    again = cli.index(gallery)
+    assert again["unchanged"] == 12
+    assert not {"model", "embed"} & again["phases"].keys(), again["phases"]
+
+
 def test_touch_without_change_embeds_nothing(cli, gallery):
     cli.index(gallery)
     target = gallery / "red-square.jpg"

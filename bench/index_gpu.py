@@ -114,7 +114,7 @@ def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
     from pixseek.config import ModelSettings
     from pixseek.embedder import Embedder
     from pixseek.imaging import Limits
-    from pixseek.indexer.batched import embed_batched, read_items
+    from pixseek.indexer.batched import READ_THREADS, embed_batched, read_items
     from pixseek.indexer.jpeg_decoders import make_decoder
     from pixseek.tensor_preprocess import orient, resize_crop
 
@@ -127,8 +127,8 @@ def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
     ]  # fmt: skip
     rates: dict[str, float] = {}
     started = time.perf_counter()
-    items = list(read_items(rows, limits, os.cpu_count() or 1, 512))
-    rates["read + header (threads)"] = len(items) / (time.perf_counter() - started)
+    items = list(read_items(rows, limits, READ_THREADS, 512))
+    rates[f"read + header ({READ_THREADS} threads)"] = len(items) / (time.perf_counter() - started)
     decoder = make_decoder(embedder.device, embedder.spec.target, 16)
     batch = items[: embedder.batch_size]
     timings: dict[str, float] = {"decode": 0.0, "resize": 0.0, "model": 0.0}

@@ -21,6 +21,7 @@ from pixseek.indexer.scan import FoundFile, RootScan
 
 log = logging.getLogger(__name__)
 HASH_THREADS = max(4, os.cpu_count() or 1)  # hashlib releases the GIL: one per core
+HASH_GROUP = 16
 
 
 @dataclass
@@ -120,11 +121,17 @@ def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int
             return content_hash(os.path.join(candidate.root, candidate.found.rel_path))
         except OSError as error:
             return error
-        finally:
-            on_hashed(1)
 
+    def digest_group(group: list[_Candidate]) -> list[str | OSError]:
+        digests = [digest(candidate) for candidate in group]
+        on_hashed(len(group))
+        return digests
+
+    # threads take groups of files: one task per small file costs more in hand-offs than hashing
+    groups = [todo[start : start + HASH_GROUP] for start in range(0, len(todo), HASH_GROUP)]
     with ThreadPoolExecutor(HASH_THREADS) as pool:
-        for candidate, result in zip(todo, pool.map(digest, todo), strict=True):
+        results = (digest for group in pool.map(digest_group, groups) for digest in group)
+        for candidate, result in zip(todo, results, strict=True):
             if isinstance(result, OSError):
                 candidate.content_hash = None
                 if not isinstance(result, FileNotFoundError):

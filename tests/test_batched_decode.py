@@ -58,6 +58,16 @@ def test_mixed_sizes_keep_their_order():
         assert torch.equal(batch[position], alone)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the channels-last path is the GPU's")
+def test_interleaved_and_planar_pixels_resize_alike():
+    """Decoders give RGB interleaved (nvImageCodec, Pillow) or planar (nvjpeg): same result."""
+    images = [photo_like(1600, 1200), photo_like(1600, 1200)]
+    interleaved = [torch.from_numpy(np.array(image)).cuda().permute(2, 0, 1) for image in images]
+    planar = [_tensor(image).cuda() for image in images]
+    assert not interleaved[0].is_contiguous() and planar[0].is_contiguous()
+    assert torch.equal(resize_crop(interleaved, CLIP_GEOMETRY), resize_crop(planar, CLIP_GEOMETRY))
+
+
 def test_header_gives_upright_size_and_leaves_cmyk_to_the_workers(tmp_path):
     cases = {name: CASES[name](photo_like(), tmp_path)[0] for name in CASES}
     rotated = read_jpeg_header(cases["exif-rotated jpeg"].read_bytes(), LIMITS)

@@ -155,7 +155,7 @@ def main() -> int:
     files = make_set(args.workdir / "images")
     ref_images, ref_texts = reference_vectors(model_dir, files)
     settings = ModelSettings(name=str(model_dir), device="cuda", dtype="fp16")
-    embedder = Embedder(settings)
+    embedder = Embedder(settings, text_graph=True)
     print(f"GPU: {torch.cuda.get_device_name()}  model dtype: {embedder.dtype}")
     worst = 1.0
     runs: dict[str, dict[str, np.ndarray]] = {}

@@ -110,7 +110,7 @@ def synthetic_rows(root: str, start: int, count: int, rng: np.random.Generator) 
 def add_records(config: Path, root: str, start: int, count: int) -> float:
     """Write `count` synthetic records through the catalog and the store; returns records/s."""
     rng = np.random.default_rng(start)
-    library = Library(load_config(config).settings, writer=True)
+    library = Library(load_config(config).settings, writer=True, serving=True)
     started = time.perf_counter()
     try:
         for first in range(start, start + count, CHUNK):

@@ -202,7 +202,7 @@ def serve(
     roots = [] if no_index else [normalise_root(r) for r in paths or loaded.settings.indexer.roots]
     # a web-only process needs no lock with a Chroma server, but embedded Chroma is its alone
     writer = not no_index or loaded.settings.store.mode == "embedded"
-    with open_library(loaded, writer=writer) as library:
+    with open_library(loaded, writer=writer, serving=True) as library:
         status, stop = WatchStatus(roots=roots), threading.Event()
         show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
         watcher = threading.Thread(

@@ -71,7 +71,7 @@ def model_settings(
 
 @contextmanager
 def open_library(
-    loaded: LoadedConfig, writer: bool = False, take_over: bool = False
+    loaded: LoadedConfig, writer: bool = False, take_over: bool = False, serving: bool = False
 ) -> Iterator[Library]:
     """Open the library; torch and Chroma are imported here, so --help and config stay quick."""
     from pixseek.embedder import ModelLoadError
@@ -80,7 +80,7 @@ def open_library(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        library = Library(loaded.settings, writer=writer, take_over=take_over)
+        library = Library(loaded.settings, writer=writer, take_over=take_over, serving=serving)
     except StoreLockedError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None

@@ -82,8 +82,12 @@ def _cpu_has_native_bf16() -> bool:
 class Embedder:
     """A loaded model; every `encode_*` method returns float32 rows of unit length."""
 
-    def __init__(self, settings: ModelSettings, device: torch.device | None = None) -> None:
-        """Load the model on `device` (default: the first of `model.device`)."""
+    def __init__(
+        self, settings: ModelSettings, device: torch.device | None = None, text_graph: bool = False
+    ) -> None:
+        """Load the model on `device` (default: the first of `model.device`). With `text_graph`,
+        on a GPU, capture a CUDA graph for batch-1 text queries: a few seconds once, worth it in
+        a server, not in a command that indexes or asks one query."""
         self.name = settings.name
         self.key = model_key(settings.name)
         self.device = device or resolve_devices(settings.device)[0]
@@ -108,7 +112,7 @@ class Embedder:
         self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
         self._max_text = getattr(self.model.config.text_config, "max_position_embeddings", 77)
         self._text_graph = None
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and text_graph:
             self._text_graph = capture(
                 self.model, self.processor.tokenizer, self._max_text, self.device
             )

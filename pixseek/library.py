@@ -7,8 +7,8 @@ pay for loading it.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Sequence
-from functools import cached_property
 
 from pixseek.catalog import Catalog, FileRow
 from pixseek.config import Settings
@@ -22,10 +22,21 @@ from pixseek.tags import TagTable, tag_metadata
 class Library:
     """Everything a command needs, for one `Settings`."""
 
-    def __init__(self, settings: Settings, writer: bool = False, take_over: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: bool = False,
+        take_over: bool = False,
+        serving: bool = False,
+    ) -> None:
         """Open the library; a `writer` takes the data directory's lock and claims the
-        collection for this catalog (`take_over` claims it from another catalog)."""
+        collection for this catalog (`take_over` claims it from another catalog). A `serving`
+        library's model is made ready for a stream of text queries (see `Embedder`)."""
         self.settings = settings
+        self.serving = serving
+        self._model_lock = threading.RLock()  # the indexer's loader thread and queries may race
+        self._embedder: Embedder | None = None
+        self._embedders: list[Embedder] | None = None
         self.lock = WriterLock(settings.data_path) if writer else None
         self.model_key = model_key(settings.model.name)
         self.catalog = Catalog(settings.catalog_path)
@@ -39,16 +50,23 @@ class Library:
                 self.close()
                 raise
 
-    @cached_property
+    @property
     def embedder(self) -> Embedder:
-        """The CLIP model, loaded on first use."""
-        return Embedder(self.settings.model)
+        """The CLIP model, loaded on first use (once, whichever thread asks first)."""
+        with self._model_lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.settings.model, text_graph=self.serving)
+            return self._embedder
 
-    @cached_property
+    @property
     def embedders(self) -> list[Embedder]:
         """One model per indexing device (every visible GPU for `cuda`); the first also queries."""
-        devices = resolve_devices(self.settings.model.device)
-        return [self.embedder, *(Embedder(self.settings.model, device) for device in devices[1:])]
+        with self._model_lock:
+            if self._embedders is None:
+                devices = resolve_devices(self.settings.model.device)
+                others = [Embedder(self.settings.model, device) for device in devices[1:]]
+                self._embedders = [self.embedder, *others]
+            return self._embedders
 
     @property
     def limits(self) -> Limits:

@@ -12,7 +12,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,7 @@ class FileRow:
 
 
 _COLUMNS = [field.name for field in fields(FileRow)]
+_values = attrgetter(*_COLUMNS)  # a row's column values (dataclasses.astuple is 25 times slower)
 _INDEXED = (  # rows whose embedding for a model (first parameter) is cached
     "FROM files f JOIN embeddings e ON e.content_hash = f.content_hash AND e.model = ? "
     "WHERE f.status = ?"
@@ -407,7 +409,7 @@ class Catalog:
         marks = ",".join("?" * (len(_COLUMNS) + 1))
         self.db.executemany(
             f"INSERT OR REPLACE INTO files ({','.join(_COLUMNS)}, updated_at) VALUES ({marks})",
-            [(*astuple(row), now) for row in rows],
+            [(*_values(row), now) for row in rows],
         )
 
 

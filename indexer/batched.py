@@ -11,9 +11,11 @@ workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +38,7 @@ READ_GROUP = 16
 READ_THREADS = 4  # more only add lock hand-offs: the header parsing holds the interpreter lock
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
+_WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray]
 
 
@@ -158,14 +161,23 @@ class Lane:
 
 def warm_up(embedders: Sequence[Embedder], workers: int, decoder: str = "auto") -> None:
     """Make each lane's decoder and run one small JPEG through decode, resize and model, so
-    that library and kernel start-up costs are paid before the first real batch."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    that library and kernel start-up costs are paid before the first real batch (once per
+    model: a server's later runs skip it)."""
     for embedder in embedders:
+        if embedder in _WARMED:
+            continue
         jpeg = make_decoder(embedder.device, embedder.spec.target, worker_count(workers), decoder)
-        pixels = [p for p in jpeg.decode([buffer.getvalue()]) if p is not None]
+        pixels = [p for p in jpeg.decode([_tiny_jpeg()]) if p is not None]
         if pixels:
             embedder.encode_uint8(resize_crop(pixels, embedder.spec))
+        _WARMED.add(embedder)
+
+
+@functools.cache
+def _tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    return buffer.getvalue()
 
 
 def embed_batched(

@@ -238,11 +238,10 @@ class _ModelLoader:
             self._error = error
 
     def wait(self) -> None:
-        """Block until the model is ready; load it here if loading never started."""
+        """Block until the model is ready."""
         if self._thread is None:
-            self._load()
-        else:
-            self._thread.join()
+            self.start()
+        self.finish()
         if self._error is not None:
             raise self._error
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 from tests.chroma_server import free_port
 from tests.conftest import Cli
+from tests.live_server import get_json, searchable
 from tests.test_store_http import http_config
 
 PIXSEEK = [sys.executable, "-m", "pixseek.cli"]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
 
 
 def _wait(check, what: str, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -34,11 +28,6 @@ def _wait(check, what: str, process: subprocess.Popen, seconds: float = 120) -> 
         assert process.poll() is None, f"{what}: the process exited"
         assert time.monotonic() < deadline, f"{what}: timed out"
         time.sleep(0.2)
-
-
-def _searchable(status: dict, count: int) -> bool:
-    """`count` images in the catalog, and Chroma caught up with it."""
-    return status["indexed"] == count == status["store"]["records"]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -60,20 +49,20 @@ def test_an_indexer_and_a_web_only_server_share_a_chroma_server(
     indexer = spawn("watch", str(gallery))
     web = spawn("serve", "--no-index", "--port", str(port))
     try:
-        _wait(lambda: _searchable(_get(f"{base}/api/status"), 12), "first index", web)
-        status = _get(f"{base}/api/status")
+        _wait(lambda: searchable(get_json(f"{base}/api/status"), 12), "first index", web)
+        status = get_json(f"{base}/api/status")
         assert status["store"]["mode"] == "http" and status["store"]["records"] == 12
         assert status["watch"] is None  # this process does not watch
-        assert len(_get(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
+        assert len(get_json(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
 
         shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
 
         def found_through_the_web() -> bool:
-            hits = _get(f"{base}/api/search?q=a+red+square&k=20")["results"]
+            hits = get_json(f"{base}/api/search?q=a+red+square&k=20")["results"]
             return str(gallery / "copied.jpg") in {hit["path"] for hit in hits}
 
         _wait(found_through_the_web, "the indexer's new file searchable through the web", web)
-        assert _get(f"{base}/api/status")["store"]["records"] == 13
+        assert get_json(f"{base}/api/status")["store"]["records"] == 13
 
         second = subprocess.run(
             [*PIXSEEK, "index", str(gallery)], env=env, capture_output=True, text=True, timeout=60

@@ -11,25 +11,16 @@ import sys
 import time
 import urllib.request
 
+from tests.chroma_server import free_port
 from tests.conftest import write_config
-from tests.test_store_http import _free_port
+from tests.live_server import get_json, searchable
 from tests.tinyclip import draw_shape
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-def _searchable(status: dict, count: int) -> bool:
-    """`count` images in the catalog, and Chroma caught up with it (it follows within moments)."""
-    return status["indexed"] == count == status["store"]["records"]
 
 
 def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
     config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
     env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "pixseek.cli", "serve", str(gallery), "--port", str(port)]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -37,18 +28,18 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _searchable(_get(f"{base}/api/status"), 12):
+                if searchable(get_json(f"{base}/api/status"), 12):
                     break
             except OSError:
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
-        assert len(_get(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
+        assert len(get_json(f"{base}/api/search?q=a+red+circle&k=5")["results"]) == 5
 
         shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
         (gallery / "broken.jpg").write_bytes(b"not a picture\n" * 50)
 
-        while not _searchable(status := _get(f"{base}/api/status"), 13) or not status["failed"]:
+        while not searchable(status := get_json(f"{base}/api/status"), 13) or not status["failed"]:
             assert time.monotonic() < deadline + 30, "the copy was not picked up"
             time.sleep(0.2)
         watch = status["watch"]
@@ -79,7 +70,7 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
             return json.loads(run.stdout)
 
         hits = cli("search", "a red circle", "-k", "4")
-        api = _get(f"{base}/api/search?q=a+red+circle&k=4")["results"]
+        api = get_json(f"{base}/api/search?q=a+red+circle&k=4")["results"]
         assert [hit["id"] for hit in hits] == [hit["id"] for hit in api]
         assert set(hits[0]) == {"id", "path", "score", "date"}
         assert cli("status")["indexed"] == 13
@@ -103,7 +94,7 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
 
 def test_server_option_reports_an_unreachable_server(tmp_path, random_clip):
     config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "pixseek.cli", "search", "x", "--server", url]
     run = subprocess.run(
         command, env=os.environ | {"PIXSEEK_CONFIG": str(config)}, capture_output=True, text=True

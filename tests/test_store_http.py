@@ -6,10 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.chroma_server import free_port
 from tests.conftest import Cli, write_config
-
-_free_port = free_port  # other test modules import it from here
 
 
 def http_config(path: Path, model: Path, data_dir: Path, port: int) -> Path:

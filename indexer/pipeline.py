@@ -64,7 +64,9 @@ class IndexReport:
     """What a run did; `embedded` counts images that went through the model.
 
     `cached_s` is when every embedding was in the catalog's cache; `elapsed` when every record
-    was also searchable in Chroma. `phases` says where the seconds went.
+    was also searchable in Chroma. `phases` says where the seconds went, one after another;
+    `background` holds the steps a thread ran meanwhile (loading and warming up the model during
+    `plan`: the `model` phase is how long the run still waited for them).
     """
 
     added: int = 0
@@ -83,16 +85,18 @@ class IndexReport:
     notes: list[str] = field(default_factory=list)
     deferred_paths: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
+    background: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Add the seconds the block takes to `phases[name]`."""
+    def phase(self, name: str, background: bool = False) -> Iterator[None]:
+        """Add the seconds the block takes to `phases[name]` (or `background[name]`)."""
+        into = self.background if background else self.phases
         started = time.perf_counter()
         try:
             yield
         finally:
             spent = time.perf_counter() - started
-            self.phases[name] = round(self.phases.get(name, 0.0) + spent, 3)
+            into[name] = round(into.get(name, 0.0) + spent, 3)
 
     @property
     def changed(self) -> bool:
@@ -179,7 +183,7 @@ def _run(
     settle_s: float,
 ) -> IndexReport:
     progress = progress or _Silent()
-    loader = _ModelLoader(library)
+    loader = _ModelLoader(library, report)
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     with report.phase("plan"):
         plan = make_plan(
@@ -218,8 +222,9 @@ def _run(
 class _ModelLoader:
     """Loads (and, for the batched path, warms up) the model on a thread while files are hashed."""
 
-    def __init__(self, library: Library) -> None:
+    def __init__(self, library: Library, report: IndexReport) -> None:
         self.library = library
+        self.report = report
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -230,10 +235,12 @@ class _ModelLoader:
 
     def _load(self) -> None:
         try:
-            embedders = self.library.embedders
+            with self.report.phase("load_model", background=True):
+                embedders = self.library.embedders
             if uses_batched_decode(self.library):
                 indexer = self.library.settings.indexer
-                warm_up(embedders, indexer.workers, indexer.gpu_decoder)
+                with self.report.phase("warm_up", background=True):
+                    warm_up(embedders, indexer.workers, indexer.gpu_decoder)
         except BaseException as error:  # raised on the indexing thread by wait()
             self._error = error
 

@@ -30,7 +30,7 @@ from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
 from pixseek.indexer.decode import worker_count
-from pixseek.indexer.jpeg_decoders import make_decoder
+from pixseek.indexer.jpeg_decoders import JpegDecoder, gpu_decoder, make_decoder
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
@@ -39,6 +39,7 @@ READ_THREADS = 4  # more only add lock hand-offs: the header parsing holds the i
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
+_WARM_DECODERS: list[JpegDecoder] = []  # decoders live as long as the process
 Embedded = tuple[FileRow, JpegHeader, np.ndarray]
 
 
@@ -159,17 +160,24 @@ class Lane:
         self.inbox.put(_STOP)
 
 
-def warm_up(embedders: Sequence[Embedder], workers: int, decoder: str = "auto") -> None:
-    """Make each lane's decoder and run one small JPEG through decode, resize and model, so
-    that library and kernel start-up costs are paid before the first real batch (once per
-    model: a server's later runs skip it)."""
+def warm_decoders(devices: Sequence[torch.device], prefer: str = "auto") -> None:
+    """Make each GPU's JPEG decoder and decode one small JPEG with it, so that the libraries'
+    start-up (about 2 s on an H100) is paid before the first real batch, once per process."""
+    for device in devices:
+        jpeg = gpu_decoder(device, prefer) if device.type == "cuda" else None
+        if jpeg is not None and jpeg not in _WARM_DECODERS:
+            jpeg.decode([_tiny_jpeg()])
+            _WARM_DECODERS.append(jpeg)
+
+
+def warm_model(embedders: Sequence[Embedder]) -> None:
+    """Run one small image through each model's resize and forward pass (the first one pays
+    for kernel and library start-up), once per model: a server's later runs skip it."""
     for embedder in embedders:
         if embedder in _WARMED:
             continue
-        jpeg = make_decoder(embedder.device, embedder.spec.target, worker_count(workers), decoder)
-        pixels = [p for p in jpeg.decode([_tiny_jpeg()]) if p is not None]
-        if pixels:
-            embedder.encode_uint8(resize_crop(pixels, embedder.spec))
+        grey = torch.full((3, 48, 64), 128, dtype=torch.uint8, device=embedder.device)
+        embedder.encode_uint8(resize_crop([grey], embedder.spec))
         _WARMED.add(embedder)
 
 

@@ -39,20 +39,32 @@ def gpu_decoder_available() -> bool:
     return any(importlib.util.find_spec(name) for name in ("nvidia.nvimgcodec", "torchvision"))
 
 
-@functools.lru_cache(maxsize=8)
 def make_decoder(
     device: torch.device, draft_target: int, threads: int, prefer: str = "auto"
 ) -> JpegDecoder:
     """The decoder `prefer`red (`auto`: the fastest) that works on `device`; made once per
     process, so a watcher's small runs don't pay for setting it up each time."""
-    if device.type == "cuda":
-        factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
-        order = [factories[prefer]] if prefer in factories else []
-        for factory in [*order, NvImageCodecDecoder, NvjpegDecoder]:
-            try:
-                return factory(device)
-            except (ImportError, RuntimeError, AttributeError, TypeError) as error:
-                log.warning("%s unavailable: %s", factory.__name__, error)
+    if device.type == "cuda" and (decoder := gpu_decoder(device, prefer)) is not None:
+        return decoder
+    return _pillow_decoder(device, draft_target, threads)
+
+
+@functools.lru_cache(maxsize=8)
+def gpu_decoder(device: torch.device, prefer: str = "auto") -> JpegDecoder | None:
+    """The GPU decoder `prefer`red (`auto`: the fastest) on a CUDA `device`, made once per
+    process; None when neither nvImageCodec nor torchvision works there."""
+    factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
+    order = [factories[prefer]] if prefer in factories else []
+    for factory in [*order, NvImageCodecDecoder, NvjpegDecoder]:
+        try:
+            return factory(device)
+        except (ImportError, RuntimeError, AttributeError, TypeError) as error:
+            log.warning("%s unavailable: %s", factory.__name__, error)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _pillow_decoder(device: torch.device, draft_target: int, threads: int) -> JpegDecoder:
     return PillowDecoder(device, draft_target, threads)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +24,13 @@ import numpy as np
 from pixseek.catalog import FAILED, INDEXED, FileRow
 from pixseek.embedder import resolve_devices
 from pixseek.imaging import JpegHeader, PreparedImage
-from pixseek.indexer.batched import Embedded, embed_batched, takes, warm_up
+from pixseek.indexer.batched import (
+    Embedded,
+    embed_batched,
+    takes,
+    warm_decoders,
+    warm_model,
+)
 from pixseek.indexer.decode import DecodeFailure, DecodePool
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan
@@ -220,42 +226,61 @@ def _run(
 
 
 class _ModelLoader:
-    """Loads (and, for the batched path, warms up) the model on a thread while files are hashed."""
+    """Loads the model on a thread while files are hashed; for the batched path it also warms
+    the model up, and on another thread the JPEG decoders (both start-ups are mostly GPU driver
+    work, so they overlap)."""
 
     def __init__(self, library: Library, report: IndexReport) -> None:
         self.library = library
         self.report = report
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
 
     def start(self) -> None:
         """Begin loading in the background."""
-        self._thread = threading.Thread(target=self._load, name="pixseek-model", daemon=True)
-        self._thread.start()
+        steps = [self._load_model]
+        if uses_batched_decode(self.library):
+            steps.append(self._warm_decoders)
+        for step in steps:
+            thread = threading.Thread(
+                target=self._guard,
+                args=(step,),
+                name=f"pixseek{step.__name__.replace('_', '-')}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
 
-    def _load(self) -> None:
+    def _guard(self, step: Callable[[], None]) -> None:
         try:
-            with self.report.phase("load_model", background=True):
-                embedders = self.library.embedders
-            if uses_batched_decode(self.library):
-                indexer = self.library.settings.indexer
-                with self.report.phase("warm_up", background=True):
-                    warm_up(embedders, indexer.workers, indexer.gpu_decoder)
+            step()
         except BaseException as error:  # raised on the indexing thread by wait()
-            self._error = error
+            self._errors.append(error)
+
+    def _load_model(self) -> None:
+        with self.report.phase("load_model", background=True):
+            embedders = self.library.embedders
+        if uses_batched_decode(self.library):
+            with self.report.phase("warm_model", background=True):
+                warm_model(embedders)
+
+    def _warm_decoders(self) -> None:
+        settings = self.library.settings
+        with self.report.phase("warm_decoders", background=True):
+            warm_decoders(resolve_devices(settings.model.device), settings.indexer.gpu_decoder)
 
     def wait(self) -> None:
-        """Block until the model is ready."""
-        if self._thread is None:
+        """Block until the model (and decoders) are ready."""
+        if not self._threads:
             self.start()
         self.finish()
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
 
     def finish(self) -> None:
         """Let a load that started end (the run may not have needed the model after all)."""
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
 
 def uses_batched_decode(library: Library) -> bool:

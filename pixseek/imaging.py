@@ -18,6 +18,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pixseek.jpeg_markers import read_frame
 from pixseek.phash import perceptual_hash
 
 pillow_heif.register_heif_opener()
@@ -191,27 +192,47 @@ def read_jpeg_header(data: bytes, limits: Limits) -> JpegHeader | None:
     """Parse a JPEG's header without decoding pixels.
 
     Returns None for anything batched decoding must leave to `open_image` (not a JPEG, CMYK,
-    unreadable header); raises ImageError for files the caps refuse.
+    unreadable header); raises ImageError for files the caps refuse. Plain JPEGs are read by a
+    marker walk and Pillow's EXIF parser; the rest are opened with Pillow (the same answers,
+    slower).
     """
     check_file_size(len(data), limits)
+    frame = read_frame(data)
+    if frame is None:
+        return _read_header_with_pillow(data, limits)
+    if frame.components not in (1, 3) or frame.width * frame.height > limits.max_pixels:
+        return None
+    exif = Image.Exif()
+    try:
+        if frame.exif:
+            exif.load(frame.exif)
+        return _jpeg_header(frame.width, frame.height, exif)
+    except (OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError):
+        return _read_header_with_pillow(data, limits)
+
+
+def _read_header_with_pillow(data: bytes, limits: Limits) -> JpegHeader | None:
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             if img.mode not in ("RGB", "L"):
                 return None
             if img.width * img.height > limits.max_pixels:
                 return None
-            exif = img.getexif()
-            orientation = exif.get(0x0112, 1)
-            swapped = _swaps_axes(exif)
-            return JpegHeader(
-                width=img.height if swapped else img.width,
-                height=img.width if swapped else img.height,
-                orientation=orientation if orientation in range(1, 9) else 1,
-                taken_at=_taken_at(exif),
-                camera=_camera(exif),
-            )
+            return _jpeg_header(img.width, img.height, img.getexif())
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         return None
+
+
+def _jpeg_header(width: int, height: int, exif: Image.Exif) -> JpegHeader:
+    orientation = exif.get(0x0112, 1)
+    swapped = _swaps_axes(exif)
+    return JpegHeader(
+        width=height if swapped else width,
+        height=width if swapped else height,
+        orientation=orientation if orientation in range(1, 9) else 1,
+        taken_at=_taken_at(exif),
+        camera=_camera(exif),
+    )
 
 
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:

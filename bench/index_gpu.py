@@ -294,7 +294,7 @@ def main() -> int:
                 f"{name}: cache {report['decoded'] / report['cached_s']:,.0f}/s, searchable "
                 f"{report['decoded'] / report['elapsed']:,.0f}/s, process "
                 f"{report['wall_s']:.1f} s, phases {report['phases']}, "
-                f"background {report['background']}, "
+                f"steps {report['steps']}, "
                 f"GPU peak {report['gpu_peak_mib']} MiB",
                 flush=True,
             )
@@ -336,7 +336,7 @@ def main() -> int:
             flush=True,
         )
         print(
-            f"{name}: seconds by phase {report['phases']}, meanwhile {report['background']}; "
+            f"{name}: seconds by phase {report['phases']}, meanwhile {report['steps']}; "
             f"the process took {report['wall_s']:.1f} s with interpreter start and imports",
             flush=True,
         )

@@ -41,6 +41,12 @@ _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 _WARM_DECODERS: list[JpegDecoder] = []  # decoders live as long as the process
 Embedded = tuple[FileRow, JpegHeader, np.ndarray]
+Timer = Callable[[str], contextlib.AbstractContextManager[object]]  # times a named step
+
+
+def untimed(_step: str) -> contextlib.AbstractContextManager[object]:
+    """A `Timer` that keeps no time."""
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -58,7 +64,7 @@ def takes(row: FileRow) -> bool:
 
 
 def read_items(
-    rows: Iterable[FileRow], limits: Limits, threads: int, window: int
+    rows: Iterable[FileRow], limits: Limits, threads: int, window: int, timed: Timer = untimed
 ) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
     """Read files and parse JPEG headers in threads, in order, at most about `window` ahead.
 
@@ -67,12 +73,17 @@ def read_items(
     """
     with ThreadPoolExecutor(threads, thread_name_prefix="pixseek-read") as pool:
         pending: deque[Future] = deque()
+
+        def next_group() -> list[Item | FileRow | tuple[FileRow, ImageError]]:
+            with timed("read_wait"):
+                return pending.popleft().result()
+
         for group in _groups(rows, READ_GROUP):
             pending.append(pool.submit(_read_group, group, limits))
             if len(pending) * READ_GROUP >= window:
-                yield from pending.popleft().result()
+                yield from next_group()
         while pending:
-            yield from pending.popleft().result()
+            yield from next_group()
 
 
 def _groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
@@ -107,9 +118,15 @@ class Lane:
     """One model device: a decode thread and a resize+embed thread joined by a short queue."""
 
     def __init__(
-        self, embedder: Embedder, threads: int, done: queue.Queue, decoder: str = "auto"
+        self,
+        embedder: Embedder,
+        threads: int,
+        done: queue.Queue,
+        decoder: str = "auto",
+        timed: Timer = untimed,
     ) -> None:
         self.embedder = embedder
+        self._timed = timed
         self.decoder = make_decoder(embedder.device, embedder.spec.target, threads, decoder)
         self.inbox: queue.Queue = queue.Queue(maxsize=1)
         self._ready: queue.Queue = queue.Queue(maxsize=1)
@@ -137,13 +154,15 @@ class Lane:
     def _decode_loop(self) -> None:
         """Decode only: the JPEG engines work while the other thread resizes and embeds."""
         while (batch := self.inbox.get()) is not _STOP:
-            pixels = self.decoder.decode([item.data for item in batch])
-            good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
-            failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
-            upright = [orient(p, item.header.orientation) for item, p in good]
-            if upright and upright[0].is_cuda:
-                torch.cuda.current_stream(upright[0].device).synchronize()
-            self._ready.put(([item for item, _ in good], upright, failed))
+            with self._timed("decode"):
+                pixels = self.decoder.decode([item.data for item in batch])
+                good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
+                failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
+                upright = [orient(p, item.header.orientation) for item, p in good]
+                if upright and upright[0].is_cuda:
+                    torch.cuda.current_stream(upright[0].device).synchronize()
+            with self._timed("decoded_wait"):  # the model is still busy with the last batch
+                self._ready.put(([item for item, _ in good], upright, failed))
         self._ready.put(_STOP)
 
     def _embed_loop(self) -> None:
@@ -151,7 +170,8 @@ class Lane:
             items, upright, failed = ready
             vectors = None
             if upright:
-                vectors = self.embedder.encode_uint8(resize_crop(upright, self.embedder.spec))
+                with self._timed("resize_and_model"):
+                    vectors = self.embedder.encode_uint8(resize_crop(upright, self.embedder.spec))
             self._done.put((items, vectors, failed))
         self._done.put(_STOP)
 
@@ -197,15 +217,18 @@ def embed_batched(
     on_leftover: Callable[[FileRow], None],
     on_refused: Callable[[FileRow, ImageError], None],
     decoder: str = "auto",
+    timed: Timer = untimed,
 ) -> None:
     """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order.
 
     A batch holds at most the model's batch size, and at most `BATCH_PIXELS` decoded pixels.
+    `timed` times the steps: waiting for reads, for a free lane and for the last batches,
+    decoding, resizing and the model, and `on_embedded` ("commit").
     """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
     done: queue.Queue = queue.Queue()
-    lanes = [Lane(embedder, threads, done, decoder) for embedder in embedders]
+    lanes = [Lane(embedder, threads, done, decoder, timed) for embedder in embedders]
     running = len(lanes)
     batch: list[Item] = []
     pixels = 0
@@ -217,7 +240,7 @@ def embed_batched(
         turn += 1
         while True:
             drain(block=False)
-            with contextlib.suppress(queue.Full):
+            with timed("lane_wait"), contextlib.suppress(queue.Full):
                 lane.inbox.put(items, timeout=0.05)
                 return
 
@@ -225,7 +248,8 @@ def embed_batched(
         nonlocal running
         while True:
             try:
-                message = done.get(block=block)
+                with timed("last_batches_wait") if block else contextlib.nullcontext():
+                    message = done.get(block=block)
             except queue.Empty:
                 return
             if isinstance(message, BaseException):
@@ -239,12 +263,13 @@ def embed_batched(
             for row in failed:
                 on_leftover(row)
             if items:
-                on_embedded(
-                    [(item.row, item.header, v) for item, v in zip(items, vectors, strict=True)]
-                )
+                with timed("commit"):
+                    on_embedded(
+                        [(item.row, item.header, v) for item, v in zip(items, vectors, strict=True)]
+                    )
 
     window = max(2 * batch_size, 64)
-    for result in read_items(rows, limits, min(threads, READ_THREADS), window):
+    for result in read_items(rows, limits, min(threads, READ_THREADS), window, timed):
         if isinstance(result, Item):
             batch.append(result)
             pixels += result.header.width * result.header.height

@@ -10,6 +10,7 @@ anything twice, and the model never waits for Chroma.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ from pixseek.indexer.tagging import sync_tags, tag_embeddings
 from pixseek.library import Library
 
 log = logging.getLogger(__name__)
+_TIMING_LOCK = threading.Lock()
 
 
 class Progress(Protocol):
@@ -71,8 +73,10 @@ class IndexReport:
 
     `cached_s` is when every embedding was in the catalog's cache; `elapsed` when every record
     was also searchable in Chroma. `phases` says where the seconds went, one after another;
-    `background` holds the steps a thread ran meanwhile (loading and warming up the model during
-    `plan`: the `model` phase is how long the run still waited for them).
+    `steps` breaks them down further, in seconds summed over the threads that ran each step:
+    loading and warming up the model beside `plan` (the `model` phase is how long the run still
+    waited for it), and within `embed` waiting for reads, decoding, resizing and the model,
+    and committing to the catalog.
     """
 
     added: int = 0
@@ -91,18 +95,19 @@ class IndexReport:
     notes: list[str] = field(default_factory=list)
     deferred_paths: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
-    background: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def phase(self, name: str, background: bool = False) -> Iterator[None]:
-        """Add the seconds the block takes to `phases[name]` (or `background[name]`)."""
-        into = self.background if background else self.phases
+    def phase(self, name: str, step: bool = False) -> Iterator[None]:
+        """Add the seconds the block takes to `phases[name]` (or `steps[name]`)."""
+        into = self.steps if step else self.phases
         started = time.perf_counter()
         try:
             yield
         finally:
             spent = time.perf_counter() - started
-            into[name] = round(into.get(name, 0.0) + spent, 3)
+            with _TIMING_LOCK:  # steps are timed on several threads at once
+                into[name] = into.get(name, 0.0) + spent
 
     @property
     def changed(self) -> bool:
@@ -129,6 +134,8 @@ class IndexReport:
         """Machine-readable form for --json (the deferred paths are only counted)."""
         values = asdict(self)
         del values["deferred_paths"]
+        for timings in ("phases", "steps"):
+            values[timings] = {name: round(spent, 3) for name, spent in values[timings].items()}
         return values | {"images_per_s": round(self.images_per_s, 2)}
 
 
@@ -258,15 +265,15 @@ class _ModelLoader:
             self._errors.append(error)
 
     def _load_model(self) -> None:
-        with self.report.phase("load_model", background=True):
+        with self.report.phase("load_model", step=True):
             embedders = self.library.embedders
         if uses_batched_decode(self.library):
-            with self.report.phase("warm_model", background=True):
+            with self.report.phase("warm_model", step=True):
                 warm_model(embedders)
 
     def _warm_decoders(self) -> None:
         settings = self.library.settings
-        with self.report.phase("warm_decoders", background=True):
+        with self.report.phase("warm_decoders", step=True):
             warm_decoders(resolve_devices(settings.model.device), settings.indexer.gpu_decoder)
 
     def wait(self) -> None:
@@ -350,6 +357,7 @@ class _Run:
                 on_leftover=others.append,
                 on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
                 decoder=self.library.settings.indexer.gpu_decoder,
+                timed=functools.partial(self.report.phase, step=True),
             )
             rows = others
         self._decode_with_workers(rows)

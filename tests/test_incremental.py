@@ -29,11 +29,11 @@ def test_a_run_says_where_its_time_went_and_a_rerun_loads_no_model(cli, gallery)
     first = cli.index(gallery)
     assert {"scan", "plan", "model", "embed", "publish"} <= first["phases"].keys()
     assert sum(first["phases"].values()) <= first["elapsed"] + 0.01
-    assert first["background"]["load_model"] > 0
+    assert first["steps"]["load_model"] > 0
     again = cli.index(gallery)
     assert again["unchanged"] == 12
     assert not {"model", "embed"} & again["phases"].keys(), again["phases"]
-    assert again["background"] == {}
+    assert again["steps"] == {}
 
 
 def test_touch_without_change_embeds_nothing(cli, gallery):

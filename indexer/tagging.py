@@ -76,8 +76,10 @@ class Tagger:
 
 
 def tag_embeddings(library: Library, embeddings: Mapping[str, np.ndarray]) -> None:
-    """Store the tags of freshly embedded images, before their rows are saved and published."""
-    if not embeddings:
+    """Store the tags of freshly embedded images, before their rows are saved and published.
+
+    Without label sets there is nothing to store: `sync_tags` has already cleared any tags."""
+    if not embeddings or not library.settings.classify.label_sets:
         return
     hashes = list(embeddings)
     tags = Tagger(library).tags(hashes, np.stack([embeddings[key] for key in hashes]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pixseek.catalog import INDEXED, Catalog
+from pixseek.catalog import INDEXED, MAX_PARAMETERS, Catalog, insert_many
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,19 @@ class TagTable:
     def replace(self, model: str, tags: Mapping[str, Sequence[Tag]]) -> None:
         """Set the tags of every hash in `tags` (an empty list clears a hash's tags)."""
         db = self.catalog.db
+        hashes = list(tags)
+        step = MAX_PARAMETERS - 1
         with db:
-            db.executemany(
-                "DELETE FROM tags WHERE model = ? AND content_hash = ?",
-                [(model, key) for key in tags],
-            )
-            db.executemany(
-                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)",
+            for start in range(0, len(hashes), step):
+                chunk = hashes[start : start + step]
+                db.execute(
+                    "DELETE FROM tags WHERE model = ? AND content_hash IN "
+                    f"({','.join('?' * len(chunk))})",
+                    [model, *chunk],
+                )
+            insert_many(
+                db,
+                "INSERT INTO tags VALUES",
                 [
                     (model, key, tag.label_set, tag.label, tag.score, int(tag.flag))
                     for key, values in tags.items()

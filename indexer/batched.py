@@ -144,6 +144,11 @@ class Lane:
             return contextlib.nullcontext()
         return torch.cuda.stream(torch.cuda.Stream(device))
 
+    def _synchronize(self) -> None:
+        """Wait for this thread's GPU work, so the next thread never sees unfinished pixels."""
+        if self.embedder.device.type == "cuda":
+            torch.cuda.current_stream(self.embedder.device).synchronize()
+
     def _guard(self, loop: Callable[[], None]) -> None:
         try:
             with self._stream():
@@ -156,11 +161,12 @@ class Lane:
         while (batch := self.inbox.get()) is not _STOP:
             with self._timed("decode"):
                 pixels = self.decoder.decode([item.data for item in batch])
+                self._synchronize()
+            with self._timed("orient"):
                 good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
                 failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
                 upright = [orient(p, item.header.orientation) for item, p in good]
-                if upright and upright[0].is_cuda:
-                    torch.cuda.current_stream(upright[0].device).synchronize()
+                self._synchronize()
             with self._timed("decoded_wait"):  # the model is still busy with the last batch
                 self._ready.put(([item for item, _ in good], upright, failed))
         self._ready.put(_STOP)

@@ -19,14 +19,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pixseek.catalog import FileRow
+from pixseek.catalog import FileRow, content_hash_of
 from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
 from pixseek.indexer.decode import worker_count
@@ -40,7 +40,7 @@ BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 _WARM_DECODERS: list[JpegDecoder] = []  # decoders live as long as the process
-Embedded = tuple[FileRow, JpegHeader, np.ndarray]
+Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
 Timer = Callable[[str], contextlib.AbstractContextManager[object]]  # times a named step
 
 
@@ -104,13 +104,17 @@ def _read_group(
 
 
 def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, ImageError]:
+    """A file's bytes and header; rows the plan left unhashed get their content hash here."""
     try:
         data = Path(row.path).read_bytes()
+    except OSError:
+        return row  # the CPU path reports unreadable files with their reason
+    if row.content_hash is None:
+        row = replace(row, content_hash=content_hash_of(data))
+    try:
         header = read_jpeg_header(data, limits)
     except ImageError as error:
         return row, error
-    except OSError:
-        return row  # the CPU path reports unreadable files with their reason
     return Item(row, data, header) if header is not None else row
 
 
@@ -224,12 +228,15 @@ def embed_batched(
     on_refused: Callable[[FileRow, ImageError], None],
     decoder: str = "auto",
     timed: Timer = untimed,
+    cached: Callable[[list[str]], set[str]] = lambda _hashes: set(),
 ) -> None:
     """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order.
 
     A batch holds at most the model's batch size, and at most `BATCH_PIXELS` decoded pixels.
-    `timed` times the steps: waiting for reads, for a free lane and for the last batches,
-    decoding, resizing and the model, and `on_embedded` ("commit").
+    Files whose content hash `cached` names (rows hashed only as they were read) skip the
+    lanes: `on_embedded` gets them with None for a vector. `timed` times the steps: waiting for
+    reads, for a free lane and for the last batches, decoding, resizing and the model, and
+    `on_embedded` ("commit").
     """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
@@ -242,6 +249,13 @@ def embed_batched(
 
     def hand_over(items: list[Item]) -> None:
         nonlocal turn
+        known = cached([item.row.content_hash for item in items if item.row.content_hash])
+        if known:
+            with timed("commit"):
+                on_embedded([(i.row, i.header, None) for i in items if i.row.content_hash in known])
+            items = [item for item in items if item.row.content_hash not in known]
+            if not items:
+                return
         lane = lanes[turn % len(lanes)]
         turn += 1
         while True:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pixseek.catalog import FAILED, INDEXED, FileRow
+from pixseek.catalog import FAILED, INDEXED, FileRow, content_hash
 from pixseek.embedder import resolve_devices
 from pixseek.imaging import JpegHeader, PreparedImage
 from pixseek.indexer.batched import (
@@ -34,7 +34,7 @@ from pixseek.indexer.batched import (
 )
 from pixseek.indexer.decode import DecodeFailure, DecodePool
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
-from pixseek.indexer.plan import Plan, make_plan
+from pixseek.indexer.plan import Plan, make_plan, unreadable_reason
 from pixseek.indexer.publisher import Publisher
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import RootScan, locate, normalise_root, scan_paths, scan_root
@@ -208,6 +208,7 @@ def _run(
             on_hashed=progress.advance,
             settle_s=settle_s,
             on_changes=loader.start,
+            hash_new=not uses_batched_decode(library),  # the batched path hashes as it reads
         )
     report.unchanged = plan.unchanged + len(plan.touched)
     report.deferred, report.deferred_paths = len(plan.deferred), plan.deferred
@@ -344,7 +345,7 @@ class _Run:
         rows = self.plan.to_decode
         if uses_batched_decode(self.library):
             cached = self.library.catalog.cached_hashes(
-                self.library.model_key, (row.content_hash for row in rows)
+                self.library.model_key, (row.content_hash for row in rows if row.content_hash)
             )
             fresh_jpegs = [row for row in rows if takes(row) and row.content_hash not in cached]
             others = [row for row in rows if not takes(row) or row.content_hash in cached]
@@ -358,14 +359,32 @@ class _Run:
                 on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
                 decoder=self.library.settings.indexer.gpu_decoder,
                 timed=functools.partial(self.report.phase, step=True),
+                cached=functools.partial(
+                    self.library.catalog.cached_hashes, self.library.model_key
+                ),
             )
             rows = others
-        self._decode_with_workers(rows)
+        self._decode_with_workers(self._hashed(rows))
 
     def _write_embedded(self, embedded: list[Embedded]) -> None:
         rows = [_described(row, header) for row, header, _ in embedded]
-        embeddings = {row.content_hash: vector for row, _, vector in embedded}
+        embeddings = {row.content_hash: v for row, _, v in embedded if v is not None}
         self._commit(rows, embeddings)
+
+    def _hashed(self, rows: Sequence[FileRow]) -> list[FileRow]:
+        """Rows with their content hash (the plan leaves new files to the batched path, which
+        hands back what it cannot take); a file that cannot be read is recorded as failed."""
+        hashed = []
+        for row in rows:
+            if row.content_hash is None:
+                try:
+                    row = replace(row, content_hash=content_hash(row.path))
+                except OSError as error:
+                    if reason := unreadable_reason(error):
+                        self.refuse(row, reason, retryable=False)
+                    continue
+            hashed.append(row)
+        return hashed
 
     def _decode_with_workers(self, rows: Sequence[FileRow]) -> None:
         if not rows:

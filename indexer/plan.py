@@ -56,11 +56,14 @@ def make_plan(
     on_hashed: Callable[[int], None] = lambda _n: None,
     settle_s: float = 0.0,
     on_changes: Callable[[], None] = lambda: None,
+    hash_new: bool = True,
 ) -> Plan:
     """Compare scans with the catalog; hashes only what changed.
 
     `on_changes` is called before hashing when some file is new or changed (so the caller can
-    load the model meanwhile).
+    load the model meanwhile). Without `hash_new`, files at new paths are left unhashed when no
+    record vanished (so none of them can be a move): `to_decode` then holds rows without a
+    `content_hash`, for a decode path that hashes the bytes it reads anyway.
 
     Files modified less than `settle_s` ago are deferred (they may still be being written):
     they are neither indexed nor treated as vanished. A partial scan compares only the catalog
@@ -99,7 +102,8 @@ def make_plan(
         ]
     if candidates:
         on_changes()
-    _hash_all(candidates, plan, on_hashed)
+    moves_possible = any(row.status == INDEXED for rows in vanished.values() for row in rows)
+    _hash_all(candidates, plan, on_hashed, hash_new or moves_possible)
     _resolve(candidates, vanished, catalog, model, plan)
     for root, rows in vanished.items():
         scan = next(s for s in scans if s.root == root)
@@ -113,8 +117,14 @@ def _is_settled(row: FileRow, cached: set[str]) -> bool:
     return not row.retryable
 
 
-def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int], None]) -> None:
-    todo = [c for c in candidates if c.content_hash is None]
+def _hash_all(
+    candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int], None], hash_new: bool
+) -> None:
+    todo: list[_Candidate] = []
+    unhashed: list[_Candidate] = []  # new paths the decode path hashes as it reads them
+    for candidate in candidates:
+        if candidate.content_hash is None:
+            (todo if hash_new or candidate.row is not None else unhashed).append(candidate)
 
     def digest(candidate: _Candidate) -> str | OSError:
         try:
@@ -134,12 +144,7 @@ def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int
         for candidate, result in zip(todo, results, strict=True):
             if isinstance(result, OSError):
                 candidate.content_hash = None
-                if not isinstance(result, FileNotFoundError):
-                    reason = (
-                        "permission denied"
-                        if isinstance(result, PermissionError)
-                        else (f"cannot read: {result.strerror or result}")
-                    )
+                if reason := unreadable_reason(result):
                     plan.failures.append(
                         _failed(
                             candidate.root,
@@ -151,7 +156,16 @@ def _hash_all(candidates: list[_Candidate], plan: Plan, on_hashed: Callable[[int
                     )
             else:
                 candidate.content_hash = result
-    candidates[:] = [c for c in candidates if c.content_hash is not None]
+    candidates[:] = [c for c in candidates if c.content_hash is not None] + unhashed
+
+
+def unreadable_reason(error: OSError) -> str | None:
+    """Why a file could not be read, for its failure record; None when it is simply gone."""
+    if isinstance(error, FileNotFoundError):
+        return None
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return f"cannot read: {error.strerror or error}"
 
 
 def _resolve(
@@ -166,7 +180,7 @@ def _resolve(
         for row in rows:
             if row.status == INDEXED and row.content_hash:
                 gone_by_hash[row.content_hash].append(row)
-    cached = catalog.cached_hashes(model, (c.content_hash for c in candidates))
+    cached = catalog.cached_hashes(model, (c.content_hash for c in candidates if c.content_hash))
     moved_ids: set[str] = set()
     for candidate in candidates:
         fresh = _row_for(candidate)

@@ -94,13 +94,18 @@ def record_id(root: str, rel_path: str) -> str:
     return hashlib.sha256(f"{root}\0{rel_path}".encode()).hexdigest()[:24]
 
 
-def content_hash(path: Path) -> str:
+def content_hash(path: Path | str) -> str:
     """BLAKE2b of the file's bytes: the embedding cache key and the move detector."""
     digest = hashlib.blake2b()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()[:40]
+
+
+def content_hash_of(data: bytes) -> str:
+    """`content_hash` of bytes already read."""
+    return hashlib.blake2b(data).hexdigest()[:40]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from pixseek.catalog import FileRow
+from pixseek.catalog import Catalog, FileRow, content_hash
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
 from pixseek.indexer.batched import embed_batched
 from pixseek.tensor_preprocess import orient, resize_crop
@@ -127,3 +127,41 @@ def test_index_with_batched_decode(tmp_path, random_clip):
     assert rotated["path"] != str(root / "rotated.jpg")
     again = cli.index(root)
     assert (again["embedded"], again["unchanged"]) == (0, 5)
+
+
+def test_batched_runs_hash_new_files_as_they_read_them_and_keep_using_the_cache(
+    tmp_path, random_clip
+):
+    """New files are hashed from the bytes the batched path reads (not in the plan): the hashes
+    are the catalog's, re-added content comes from the cache, and moves are still found."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for number in range(4):
+        photo_like(320 + 16 * number, 240).save(root / f"p{number}.jpg", quality=90)
+    (root / "p4.png").write_bytes(_png(photo_like(200, 150)))
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data", decode="batched")
+    cli = Cli(config)
+    first = cli.index(root)
+    assert (first["added"], first["embedded"]) == (5, 5)
+    catalog = Catalog(tmp_path / "data" / "catalog.sqlite3")
+    rows = catalog.rows_under(str(root), None)
+    assert {rel: row.content_hash for rel, row in rows.items()} == {
+        rel: content_hash(root / rel) for rel in rows
+    }
+
+    kept = root.parent / "kept.jpg"
+    (root / "p0.jpg").rename(kept)
+    assert cli.index(root)["deleted"] == 1
+    kept.rename(root / "back.jpg")
+    again = cli.index(root)
+    assert (again["added"], again["embedded"]) == (1, 0)  # its vector came from the cache
+
+    (root / "p1.jpg").rename(root / "moved.jpg")
+    moved = cli.index(root)
+    assert (moved["moved"], moved["embedded"], moved["added"]) == (1, 0, 0)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import io
 import logging
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -112,7 +113,9 @@ class NvjpegDecoder:
 
     def decode(self, blobs: Sequence[bytes]) -> list[torch.Tensor | None]:
         """Decode the batch in one call; on an error, one at a time to find the culprit."""
-        data = [torch.frombuffer(bytearray(blob), dtype=torch.uint8) for blob in blobs]
+        with warnings.catch_warnings():  # decode_jpeg only reads: no need to copy the bytes
+            warnings.filterwarnings("ignore", "The given buffer is not writable")
+            data = [torch.frombuffer(blob, dtype=torch.uint8) for blob in blobs]
         try:
             return list(self._decode_jpeg(data, mode=self._mode, device=self.device))
         except RuntimeError:

@@ -35,7 +35,8 @@ from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 READ_GROUP = 16
-READ_THREADS = 8  # they also hash new files (GIL released); header parsing holds the GIL
+READ_THREADS = 4  # for small files: header parsing holds the GIL, more threads only contend
+MAX_READ_THREADS = 16  # big files: hashing them releases the GIL, so more threads keep up
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
@@ -84,6 +85,15 @@ def read_items(
                 yield from next_group()
         while pending:
             yield from next_group()
+
+
+def read_threads(rows: Sequence[FileRow], cores: int) -> int:
+    """Threads that read (and, for new files, hash) `rows`: 4, plus one per MB of the average
+    file still to hash. On an H100 host, 8 threads instead of 4 made 12 MP photos 3% faster
+    and 640x480 ones 16% slower."""
+    unhashed = [row.size for row in rows if row.content_hash is None]
+    megabytes = sum(unhashed) // max(1, len(unhashed)) // 1_000_000
+    return max(1, min(cores, READ_THREADS + megabytes, MAX_READ_THREADS))
 
 
 def _groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
@@ -289,7 +299,7 @@ def embed_batched(
                     )
 
     window = max(2 * batch_size, 64)
-    for result in read_items(rows, limits, min(threads, READ_THREADS), window, timed):
+    for result in read_items(rows, limits, read_threads(rows, threads), window, timed):
         if isinstance(result, Item):
             batch.append(result)
             pixels += result.header.width * result.header.height

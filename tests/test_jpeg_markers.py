@@ -45,6 +45,10 @@ PLAIN = {
     "grey": lambda: _jpeg(photo_like(320, 240).convert("L")),
     "4:4:4": lambda: _jpeg(subsampling=0),
     "odd size": lambda: _jpeg(photo_like(333, 211)),
+    "restart markers": lambda: _jpeg(restart_marker_rows=2),
+    "icc profile over two segments, and a comment": lambda: _jpeg(
+        icc_profile=b"\x01" * 70_000, comment=b"holiday"
+    ),
     **{f"exif orientation {o}": lambda o=o: _jpeg(exif=_exif(o)) for o in range(1, 9)},
     "exif without a date": lambda: _jpeg(exif=_exif(None, dated=False)),
     "exif with a bad orientation": lambda: _jpeg(exif=_exif(42)),

@@ -347,8 +347,11 @@ class _Run:
             cached = self.library.catalog.cached_hashes(
                 self.library.model_key, (row.content_hash for row in rows if row.content_hash)
             )
-            fresh_jpegs = [row for row in rows if takes(row) and row.content_hash not in cached]
-            others = [row for row in rows if not takes(row) or row.content_hash in cached]
+            fresh_jpegs: list[FileRow] = []
+            others: list[FileRow] = []
+            for row in rows:
+                fresh = takes(row) and row.content_hash not in cached
+                (fresh_jpegs if fresh else others).append(row)
             embed_batched(
                 fresh_jpegs,
                 self.library.embedders,

@@ -11,8 +11,6 @@ workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
 import os
 import queue
 import threading
@@ -25,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pixseek.catalog import FileRow, content_hash_of
 from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
 from pixseek.indexer.decode import worker_count
-from pixseek.indexer.jpeg_decoders import JpegDecoder, gpu_decoder, make_decoder
+from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
@@ -41,7 +38,6 @@ MAX_READ_THREADS = 16  # big files: hashing them releases the GIL, so more threa
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
-_WARM_DECODERS: list[JpegDecoder] = []  # decoders live as long as the process
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
 Timer = Callable[[str], contextlib.AbstractContextManager[object]]  # times a named step
 
@@ -203,13 +199,10 @@ class Lane:
 
 
 def warm_decoders(devices: Sequence[torch.device], prefer: str = "auto") -> None:
-    """Make each GPU's JPEG decoder and decode one small JPEG with it, so that the libraries'
-    start-up (about 2 s on an H100) is paid before the first real batch, once per process."""
+    """Make (and so warm up) each GPU's JPEG decoder before the first real batch needs it."""
     for device in devices:
-        jpeg = gpu_decoder(device, prefer) if device.type == "cuda" else None
-        if jpeg is not None and jpeg not in _WARM_DECODERS:
-            jpeg.decode([_tiny_jpeg()])
-            _WARM_DECODERS.append(jpeg)
+        if device.type == "cuda":
+            gpu_decoder(device, prefer)
 
 
 def warm_model(embedders: Sequence[Embedder]) -> None:
@@ -221,13 +214,6 @@ def warm_model(embedders: Sequence[Embedder]) -> None:
         grey = torch.full((3, 48, 64), 128, dtype=torch.uint8, device=embedder.device)
         embedder.encode_uint8(resize_crop([grey], embedder.spec))
         _WARMED.add(embedder)
-
-
-@functools.cache
-def _tiny_jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 def embed_batched(

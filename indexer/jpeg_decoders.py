@@ -53,15 +53,26 @@ def make_decoder(
 @functools.lru_cache(maxsize=8)
 def gpu_decoder(device: torch.device, prefer: str = "auto") -> JpegDecoder | None:
     """The GPU decoder `prefer`red (`auto`: the fastest) on a CUDA `device`, made once per
-    process; None when neither nvImageCodec nor torchvision works there."""
+    process and warmed up with one small JPEG (the libraries' start-up, about 2 s on an H100,
+    is paid here rather than by the first batch); None when neither library works there."""
     factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
     order = [factories[prefer]] if prefer in factories else []
     for factory in [*order, NvImageCodecDecoder, NvjpegDecoder]:
         try:
-            return factory(device)
+            decoder = factory(device)
         except (ImportError, RuntimeError, AttributeError, TypeError) as error:
             log.warning("%s unavailable: %s", factory.__name__, error)
+            continue
+        decoder.decode([_tiny_jpeg()])
+        return decoder
     return None
+
+
+@functools.cache
+def _tiny_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(buffer, "JPEG")
+    return buffer.getvalue()
 
 
 @functools.lru_cache(maxsize=8)

@@ -196,7 +196,8 @@ def _run(
     settle_s: float,
 ) -> IndexReport:
     progress = progress or _Silent()
-    loader = _ModelLoader(library, report)
+    batched = uses_batched_decode(library)
+    loader = _ModelLoader(library, report, batched)
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     with report.phase("plan"):
         plan = make_plan(
@@ -208,13 +209,13 @@ def _run(
             on_hashed=progress.advance,
             settle_s=settle_s,
             on_changes=loader.start,
-            hash_new=not uses_batched_decode(library),  # the batched path hashes as it reads
+            hash_new=not batched,  # the batched path hashes new files as it reads them
         )
     report.unchanged = plan.unchanged + len(plan.touched)
     report.deferred, report.deferred_paths = len(plan.deferred), plan.deferred
     report.notes = plan.notes
     with Publisher(library) as publisher:
-        run = _Run(library, plan, report, publisher, progress)
+        run = _Run(library, plan, report, publisher, progress, batched)
         run.apply_moves_and_touches()
         run.record_failures(plan.failures)
         if plan.to_decode:
@@ -238,16 +239,17 @@ class _ModelLoader:
     the model up, and on another thread the JPEG decoders (both start-ups are mostly GPU driver
     work, so they overlap)."""
 
-    def __init__(self, library: Library, report: IndexReport) -> None:
+    def __init__(self, library: Library, report: IndexReport, batched: bool) -> None:
         self.library = library
         self.report = report
+        self.batched = batched
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
 
     def start(self) -> None:
         """Begin loading in the background."""
         steps = [self._load_model]
-        if uses_batched_decode(self.library):
+        if self.batched:
             steps.append(self._warm_decoders)
         for step in steps:
             thread = threading.Thread(
@@ -268,7 +270,7 @@ class _ModelLoader:
     def _load_model(self) -> None:
         with self.report.phase("load_model", step=True):
             embedders = self.library.embedders
-        if uses_batched_decode(self.library):
+        if self.batched:
             with self.report.phase("warm_model", step=True):
                 warm_model(embedders)
 
@@ -310,9 +312,10 @@ class _Run:
         report: IndexReport,
         publisher: Publisher,
         progress: Progress,
+        batched: bool,
     ) -> None:
         self.library, self.plan, self.report = library, plan, report
-        self.publisher, self.progress = publisher, progress
+        self.publisher, self.progress, self.batched = publisher, progress, batched
 
     def apply_moves_and_touches(self) -> None:
         for old, new in self.plan.moves:
@@ -343,7 +346,7 @@ class _Run:
     def decode_and_embed(self) -> None:
         """JPEGs through the batched path (when it is on), the rest through the decode workers."""
         rows = self.plan.to_decode
-        if uses_batched_decode(self.library):
+        if self.batched:
             cached = self.library.catalog.cached_hashes(
                 self.library.model_key, (row.content_hash for row in rows if row.content_hash)
             )

@@ -114,8 +114,9 @@ def stage_rates(paths: list[Path], model_dir: Path) -> dict[str, float]:
     from pixseek.config import ModelSettings
     from pixseek.embedder import Embedder
     from pixseek.imaging import Limits
-    from pixseek.indexer.batched import READ_THREADS, embed_batched, read_items
+    from pixseek.indexer.batched import embed_batched
     from pixseek.indexer.jpeg_decoders import make_decoder
+    from pixseek.indexer.reads import READ_THREADS, read_items
     from pixseek.tensor_preprocess import orient, resize_crop
 
     embedder = Embedder(ModelSettings(name=str(model_dir), device="cuda"))

@@ -15,26 +15,20 @@ import os
 import queue
 import threading
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from pixseek.catalog import FileRow, content_hash_of
+from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
-from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
+from pixseek.imaging import ImageError, JpegHeader, Limits
 from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
+from pixseek.indexer.reads import Item, read_items, read_threads
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
-READ_GROUP = 16
-READ_THREADS = 4  # for small files: header parsing holds the GIL, more threads only contend
-MAX_READ_THREADS = 16  # big files: hashing them releases the GIL, so more threads keep up
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
@@ -47,83 +41,9 @@ def untimed(_step: str) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-@dataclass
-class Item:
-    """A file on its way through the batched path."""
-
-    row: FileRow
-    data: bytes
-    header: JpegHeader
-
-
 def takes(row: FileRow) -> bool:
     """Files the batched path tries first (by name; the header decides for sure)."""
     return os.path.splitext(row.path)[1].lower() in JPEG_SUFFIXES  # 6 times cheaper than Path
-
-
-def read_items(
-    rows: Iterable[FileRow], limits: Limits, threads: int, window: int, timed: Timer = untimed
-) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
-    """Read files and parse JPEG headers in threads, in order, at most about `window` ahead.
-
-    Threads take `READ_GROUP` files at a time: one task per file costs more in hand-offs than
-    reading a small file does.
-    """
-    with ThreadPoolExecutor(threads, thread_name_prefix="pixseek-read") as pool:
-        pending: deque[Future] = deque()
-
-        def next_group() -> list[Item | FileRow | tuple[FileRow, ImageError]]:
-            with timed("read_wait"):
-                return pending.popleft().result()
-
-        for group in _groups(rows, READ_GROUP):
-            pending.append(pool.submit(_read_group, group, limits))
-            if len(pending) * READ_GROUP >= window:
-                yield from next_group()
-        while pending:
-            yield from next_group()
-
-
-def read_threads(rows: Sequence[FileRow], cores: int) -> int:
-    """Threads that read (and, for new files, hash) `rows`: 4, plus one per 0.5 MB of the
-    average file still to hash. On an H100 host, 8 threads instead of 4 kept up with 12 MP
-    photos of 1.8 MB (4 left the lanes waiting 4.2 s for reads out of a 4.9 s run) and made
-    640x480 ones of 150 KB 16% slower."""
-    unhashed = [row.size for row in rows if row.content_hash is None]
-    extra = round(sum(unhashed) / max(1, len(unhashed)) / 500_000)
-    return max(1, min(cores, READ_THREADS + extra, MAX_READ_THREADS))
-
-
-def _groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
-    group: list[FileRow] = []
-    for row in rows:
-        group.append(row)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _read_group(
-    rows: list[FileRow], limits: Limits
-) -> list[Item | FileRow | tuple[FileRow, ImageError]]:
-    return [_read(row, limits) for row in rows]
-
-
-def _read(row: FileRow, limits: Limits) -> Item | FileRow | tuple[FileRow, ImageError]:
-    """A file's bytes and header; rows the plan left unhashed get their content hash here."""
-    try:
-        data = Path(row.path).read_bytes()
-    except OSError:
-        return row  # the CPU path reports unreadable files with their reason
-    if row.content_hash is None:
-        row = replace(row, content_hash=content_hash_of(data))
-    try:
-        header = read_jpeg_header(data, limits)
-    except ImageError as error:
-        return row, error
-    return Item(row, data, header) if header is not None else row
 
 
 class Lane:
@@ -174,6 +94,8 @@ class Lane:
             with self._timed("decode"):
                 pixels = self.decoder.decode([item.data for item in batch])
                 self._synchronize()
+            for item in batch:  # the bytes are on the device now
+                item.release()
             with self._timed("orient"):
                 good = [(item, p) for item, p in zip(batch, pixels, strict=True) if p is not None]
                 failed = [item.row for item, p in zip(batch, pixels, strict=True) if p is None]
@@ -251,6 +173,9 @@ def embed_batched(
         if known:
             with timed("commit"):
                 on_embedded([(i.row, i.header, None) for i in items if i.row.content_hash in known])
+            for item in items:
+                if item.row.content_hash in known:
+                    item.release()
             items = [item for item in items if item.row.content_hash not in known]
             if not items:
                 return

@@ -188,7 +188,7 @@ class JpegHeader:
     format: str = "JPEG"
 
 
-def read_jpeg_header(data: bytes, limits: Limits) -> JpegHeader | None:
+def read_jpeg_header(data: bytes | memoryview, limits: Limits) -> JpegHeader | None:
     """Parse a JPEG's header without decoding pixels.
 
     Returns None for anything batched decoding must leave to `open_image` (not a JPEG, CMYK,
@@ -211,7 +211,7 @@ def read_jpeg_header(data: bytes, limits: Limits) -> JpegHeader | None:
         return _read_header_with_pillow(data, limits)
 
 
-def _read_header_with_pillow(data: bytes, limits: Limits) -> JpegHeader | None:
+def _read_header_with_pillow(data: bytes | memoryview, limits: Limits) -> JpegHeader | None:
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as img:
             if img.mode not in ("RGB", "L"):

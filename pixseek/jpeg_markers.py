@@ -30,11 +30,11 @@ class JpegFrame:
     exif: bytes | None
 
 
-def read_frame(data: bytes) -> JpegFrame | None:
+def read_frame(data: bytes | memoryview) -> JpegFrame | None:
     """The frame of a plain 8-bit baseline, extended or progressive JPEG; None for anything
     else (not a JPEG, another coding, 12-bit, XMP metadata that may hold an orientation, a
     damaged header), which the caller leaves to Pillow."""
-    if not data.startswith(_SOI):
+    if data[:2] != _SOI:
         return None
     position, end = 2, len(data)
     frame: tuple[int, int, int] | None = None
@@ -55,10 +55,10 @@ def read_frame(data: bytes) -> JpegFrame | None:
         body = data[position + 4 : position + 2 + length]
         if length < 2 or len(body) != length - 2:
             return None
-        if marker == _APP1 and body.startswith(_XMP):
+        if marker == _APP1 and body[: len(_XMP)] == _XMP:
             return None
-        if marker == _APP1 and body.startswith(_EXIF):
-            exif = body if exif is None else exif + body[len(_EXIF) :]
+        if marker == _APP1 and body[: len(_EXIF)] == _EXIF:
+            exif = bytes(body) if exif is None else exif + body[len(_EXIF) :]
         elif marker in _SEQUENTIAL_OR_PROGRESSIVE:
             if frame or len(body) < 6 or body[0] != 8:
                 return None

@@ -202,10 +202,11 @@ def read_jpeg_header(data: bytes | memoryview, limits: Limits) -> JpegHeader | N
         return _read_header_with_pillow(data, limits)
     if frame.components not in (1, 3) or frame.width * frame.height > limits.max_pixels:
         return None
+    if frame.exif is None:  # no metadata to read: skip Pillow's EXIF object (half the time)
+        return JpegHeader(frame.width, frame.height, 1, None, None)
     exif = Image.Exif()
     try:
-        if frame.exif:
-            exif.load(frame.exif)
+        exif.load(frame.exif)
         return _jpeg_header(frame.width, frame.height, exif)
     except (OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError):
         return _read_header_with_pillow(data, limits)

@@ -1,7 +1,10 @@
 """JPEG decoders that return pixels as tensors on the model's device, a batch at a time.
 
-In order of preference on a GPU: the hardware JPEG engines through nvImageCodec, nvjpeg on the
-SMs through torchvision, then Pillow in threads (also the decoder on a CPU). Every decoder returns
+In order of preference on a GPU: nvjpeg on the SMs through torchvision, the hardware JPEG engines
+through nvImageCodec, then Pillow in threads (also the decoder on a CPU). nvImageCodec decodes
+faster alone, but its Python calls let go of the interpreter lock on every decoded image's every
+property, and each time wait to get it back from the threads that read and embed: on an H100,
+batched embedding ran 20-70% faster with nvjpeg (same machine, same files). Every decoder returns
 the stored (not yet EXIF-rotated) RGB pixels as uint8 [3, h, w], or None for an image it could
 not decode: that file then goes the CPU path, which gives the reason, so one bad file never
 fails a batch.
@@ -57,7 +60,7 @@ def gpu_decoder(device: torch.device, prefer: str = "auto") -> JpegDecoder | Non
     is paid here rather than by the first batch); None when neither library works there."""
     factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
     order = [factories[prefer]] if prefer in factories else []
-    for factory in [*order, NvImageCodecDecoder, NvjpegDecoder]:
+    for factory in [*order, NvjpegDecoder, NvImageCodecDecoder]:
         try:
             decoder = factory(device)
         except (ImportError, RuntimeError, AttributeError, TypeError) as error:

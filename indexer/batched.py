@@ -16,13 +16,15 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
-from pixseek.imaging import ImageError, JpegHeader, Limits
+from pixseek.imaging import ImageError, JpegHeader, Limits, PreprocessSpec
 from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
 from pixseek.indexer.reads import Item, read_items, read_threads
@@ -30,6 +32,7 @@ from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
+HELD_CROP_BYTES = 1 << 31  # resized images held on the device while the model loads (14,000)
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
@@ -39,6 +42,50 @@ Timer = Callable[[str], contextlib.AbstractContextManager[object]]  # times a na
 def untimed(_step: str) -> contextlib.AbstractContextManager[object]:
     """A `Timer` that keeps no time."""
     return contextlib.nullcontext()
+
+
+class LaneModel(Protocol):
+    """What a lane needs of a model: where it runs, its geometry and batch size, and encoding."""
+
+    device: torch.device
+    spec: PreprocessSpec
+    batch_size: int
+
+    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+class LoadingModel:
+    """A model still loading on another thread: its device, geometry and batch size are known
+    already (from the settings and the image processor's config), so lanes can read, decode and
+    resize meanwhile; `encode_uint8` waits for the model."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        spec: PreprocessSpec,
+        batch_size: int,
+        models: Future[list[Embedder]],
+        position: int,
+    ) -> None:
+        self.device, self.spec, self.batch_size = device, spec, batch_size
+        self._models, self._position = models, position
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is ready (or failed to load: `encode_uint8` then raises why)."""
+        return self._models.done()
+
+    def wait(self) -> None:
+        """Block until the model is loaded; raise what stopped it from loading."""
+        self._models.result()
+
+    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed with the loaded model, waiting for it first."""
+        return self._models.result()[self._position].encode_uint8(batch)
+
+
+def _loaded(model: LaneModel) -> bool:
+    return model.loaded if isinstance(model, LoadingModel) else True
 
 
 def takes(row: FileRow) -> bool:
@@ -51,7 +98,7 @@ class Lane:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: LaneModel,
         threads: int,
         done: queue.Queue,
         decoder: str = "auto",
@@ -106,14 +153,35 @@ class Lane:
         self._ready.put(_STOP)
 
     def _embed_loop(self) -> None:
+        """Resize, then embed; while the model is still loading, resized batches are held (up
+        to `HELD_CROP_BYTES`), so reading and decoding start without waiting for it."""
+        held: list[tuple[list[Item], torch.Tensor | None, list[FileRow]]] = []
+        held_bytes = 0
         while (ready := self._ready.get()) is not _STOP:
             items, upright, failed = ready
-            vectors = None
+            crops = None
             if upright:
-                with self._timed("resize_and_model"):
-                    vectors = self.embedder.encode_uint8(resize_crop(upright, self.embedder.spec))
-            self._done.put((items, vectors, failed))
+                with self._timed("resize"):
+                    crops = resize_crop(upright, self.embedder.spec)
+            held.append((items, crops, failed))
+            held_bytes += crops.nbytes if crops is not None else 0
+            if held_bytes < HELD_CROP_BYTES and not _loaded(self.embedder):
+                continue
+            self._embed(held)
+            held, held_bytes = [], 0
+        self._embed(held)
         self._done.put(_STOP)
+
+    def _embed(self, held: list[tuple[list[Item], torch.Tensor | None, list[FileRow]]]) -> None:
+        if isinstance(self.embedder, LoadingModel) and not self.embedder.loaded:
+            with self._timed("model_wait"):
+                self.embedder.wait()
+        for items, crops, failed in held:
+            vectors = None
+            if crops is not None:
+                with self._timed("model"):
+                    vectors = self.embedder.encode_uint8(crops)
+            self._done.put((items, vectors, failed))
 
     def stop(self) -> None:
         """Finish the batches handed in, then end both threads."""
@@ -140,7 +208,7 @@ def warm_model(embedders: Sequence[Embedder]) -> None:
 
 def embed_batched(
     rows: Sequence[FileRow],
-    embedders: Sequence[Embedder],
+    embedders: Sequence[LaneModel],
     limits: Limits,
     workers: int,
     on_embedded: Callable[[list[Embedded]], None],

@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import io
 import logging
+import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ import torch
 from PIL import Image
 
 log = logging.getLogger(__name__)
+_MAKING = threading.Lock()
 
 
 class JpegDecoder(Protocol):
@@ -53,11 +55,17 @@ def make_decoder(
     return _pillow_decoder(device, draft_target, threads)
 
 
-@functools.lru_cache(maxsize=8)
 def gpu_decoder(device: torch.device, prefer: str = "auto") -> JpegDecoder | None:
     """The GPU decoder `prefer`red (`auto`: the fastest) on a CUDA `device`, made once per
-    process and warmed up with one small JPEG (the libraries' start-up, about 2 s on an H100,
-    is paid here rather than by the first batch); None when neither library works there."""
+    process and warmed up with one small JPEG (the libraries' start-up, about 1-2 s on an H100,
+    is paid here rather than by the first batch); None when neither library works there. A
+    thread asking while another makes it waits for that one."""
+    with _MAKING:
+        return _gpu_decoder(device, prefer)
+
+
+@functools.lru_cache(maxsize=8)
+def _gpu_decoder(device: torch.device, prefer: str) -> JpegDecoder | None:
     factories = {"nvimgcodec": NvImageCodecDecoder, "nvjpeg": NvjpegDecoder}
     order = [factories[prefer]] if prefer in factories else []
     for factory in [*order, NvjpegDecoder, NvImageCodecDecoder]:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Protocol
 import numpy as np
 
 from pixseek.catalog import FAILED, INDEXED, FileRow, content_hash
-from pixseek.embedder import resolve_devices
+from pixseek.embedder import Embedder, image_geometry, resolve_batch_size, resolve_devices
 from pixseek.imaging import JpegHeader, PreparedImage
 from pixseek.indexer.batched import (
     Embedded,
+    LaneModel,
+    LoadingModel,
     embed_batched,
     takes,
     warm_decoders,
@@ -219,12 +222,16 @@ def _run(
         run.apply_moves_and_touches()
         run.record_failures(plan.failures)
         if plan.to_decode:
-            with report.phase("model"):  # what loading and warming up took beyond the plan
-                loader.wait()
+            if batched:  # lanes read, decode and resize while the model loads
+                models = loader.lane_models()
+            else:
+                with report.phase("model"):  # what loading took beyond the plan
+                    loader.wait()
+                models = library.embedders
             progress.start("indexing", len(plan.to_decode))
             bulk = len(plan.to_decode) > library.store.batch_size
             with report.phase("embed"), publisher.bulk() if bulk else nullcontext():
-                run.decode_and_embed()
+                run.decode_and_embed(models)
         report.cached_s = time.perf_counter() - started
         run.apply_deletes()
         with report.phase("publish"):
@@ -245,6 +252,7 @@ class _ModelLoader:
         self.batched = batched
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
+        self._models: Future[list[Embedder]] = Future()
 
     def start(self) -> None:
         """Begin loading in the background."""
@@ -266,6 +274,8 @@ class _ModelLoader:
             step()
         except BaseException as error:  # raised on the indexing thread by wait()
             self._errors.append(error)
+            if not self._models.done():
+                self._models.set_exception(error)
 
     def _load_model(self) -> None:
         with self.report.phase("load_model", step=True):
@@ -273,6 +283,24 @@ class _ModelLoader:
         if self.batched:
             with self.report.phase("warm_model", step=True):
                 warm_model(embedders)
+        self._models.set_result(embedders)
+
+    def lane_models(self) -> list[LaneModel]:
+        """Stand-ins for the models being loaded, one per indexing device, that lanes can
+        start with; the models themselves (once loaded) if their geometry can't be read alone."""
+        if not self._threads:
+            self.start()
+        settings = self.library.settings.model
+        try:
+            spec = image_geometry(settings.name)
+        except OSError:
+            self.wait()  # the loader's error says what is wrong with the model
+            return list(self.library.embedders)
+        models: list[LaneModel] = []
+        for position, device in enumerate(resolve_devices(settings.device)):
+            batch_size = resolve_batch_size(settings.batch_size, device)
+            models.append(LoadingModel(device, spec, batch_size, self._models, position))
+        return models
 
     def _warm_decoders(self) -> None:
         settings = self.library.settings
@@ -343,7 +371,7 @@ class _Run:
         self.publisher.delete(ids)
         self.report.deleted = sum(1 for row in self.plan.deletes if row.status == INDEXED)
 
-    def decode_and_embed(self) -> None:
+    def decode_and_embed(self, models: Sequence[LaneModel]) -> None:
         """JPEGs through the batched path (when it is on), the rest through the decode workers."""
         rows = self.plan.to_decode
         if self.batched:
@@ -357,7 +385,7 @@ class _Run:
                 (fresh_jpegs if fresh else others).append(row)
             embed_batched(
                 fresh_jpegs,
-                self.library.embedders,
+                models,
                 self.library.limits,
                 self.library.settings.indexer.workers,
                 on_embedded=self._write_embedded,

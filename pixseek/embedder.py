@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoImageProcessor, AutoModel, AutoProcessor
 from transformers.utils import logging as hf_logging
 
 from pixseek.config import ModelSettings
@@ -180,6 +180,11 @@ def _unit_rows(features: torch.Tensor) -> np.ndarray:
     features = features.float()
     features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def image_geometry(name: str) -> PreprocessSpec:
+    """A model's resize/crop geometry from its image processor's config alone (no weights)."""
+    return preprocess_spec(AutoImageProcessor.from_pretrained(name))
 
 
 def preprocess_spec(image_processor) -> PreprocessSpec:

@@ -7,6 +7,7 @@ On this CPU the same code runs with Pillow as the decoder and torch on the CPU f
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,9 @@ def test_index_with_batched_decode(tmp_path, random_clip):
     report = cli.index(root)
     assert (report["added"], report["failed"], report["embedded"]) == (5, 1, 5)
     loading = {"load_model", "warm_model", "warm_decoders"}
-    embedding = {"read_wait", "decode", "resize_and_model", "commit", "last_batches_wait"}
+    embedding = {"read_wait", "decode", "resize", "model", "commit", "last_batches_wait"}
     assert loading | embedding <= report["steps"].keys(), report["steps"]
+    assert "model" not in report["phases"], "the lanes start while the model loads"
     failures = cli.json("status")["failures"]
     assert [Path(f["path"]).name for f in failures] == ["broken.jpg"]
     assert "truncated" in failures[0]["reason"]
@@ -127,6 +129,22 @@ def test_index_with_batched_decode(tmp_path, random_clip):
     assert rotated["path"] != str(root / "rotated.jpg")
     again = cli.index(root)
     assert (again["embedded"], again["unchanged"]) == (0, 5)
+
+
+def test_a_model_that_cannot_load_stops_a_batched_run_with_the_reason(tmp_path, random_clip):
+    """The lanes start on the model's config before its weights load; weights that are missing
+    still end the run with the loading error, and nothing is recorded as indexed."""
+    model = shutil.copytree(random_clip, tmp_path / "model")
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    root = tmp_path / "photos"
+    root.mkdir()
+    CASES["jpeg"](photo_like(), root)
+    config = write_config(tmp_path / "c.yaml", model, tmp_path / "data", decode="batched")
+    cli = Cli(config)
+    output = cli.run("index", str(root), expect=1)
+    assert "cannot load model" in output and str(model) in output
+    assert cli.json("status")["indexed"] == 0
 
 
 def test_batched_runs_hash_new_files_as_they_read_them_and_keep_using_the_cache(

@@ -6,6 +6,7 @@ decode workers); this module only normalises them, runs the towers and L2-normal
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -182,8 +183,10 @@ def _unit_rows(features: torch.Tensor) -> np.ndarray:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
+@functools.lru_cache(maxsize=8)
 def image_geometry(name: str) -> PreprocessSpec:
-    """A model's resize/crop geometry from its image processor's config alone (no weights)."""
+    """A model's resize/crop geometry from its image processor's config alone (no weights);
+    read once per process, so a watcher's runs don't read it again."""
     return preprocess_spec(AutoImageProcessor.from_pretrained(name))
 
 

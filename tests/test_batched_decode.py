@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pixseek.catalog import Catalog, FileRow, content_hash
+from pixseek.embedder import image_geometry
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
 from pixseek.indexer.batched import embed_batched
 from pixseek.tensor_preprocess import orient, resize_crop
@@ -129,6 +130,15 @@ def test_index_with_batched_decode(tmp_path, random_clip):
     assert rotated["path"] != str(root / "rotated.jpg")
     again = cli.index(root)
     assert (again["embedded"], again["unchanged"]) == (0, 5)
+
+
+def test_lanes_that_start_before_the_model_loads_resize_as_the_model_will(
+    random_clip,
+    embedder,  # noqa: F811
+):
+    """Lanes take the geometry from the image processor's config alone: it must be the one the
+    loaded model uses."""
+    assert image_geometry(str(random_clip)) == embedder.spec
 
 
 def test_a_model_that_cannot_load_stops_a_batched_run_with_the_reason(tmp_path, random_clip):

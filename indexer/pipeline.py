@@ -475,14 +475,4 @@ class _Run:
 
 
 def _described(row: FileRow, image: PreparedImage | JpegHeader) -> FileRow:
-    return replace(
-        row,
-        status=INDEXED,
-        reason=None,
-        retryable=False,
-        width=image.width,
-        height=image.height,
-        format=image.format,
-        taken_at=image.taken_at,
-        camera=image.camera,
-    )
+    return row.indexed(image.width, image.height, image.format, image.taken_at, image.camera)

@@ -128,6 +128,29 @@ class FileRow:
     taken_at: float | None = None
     camera: str | None = None
 
+    def with_hash(self, content_hash: str) -> FileRow:
+        """This row with its content hash (per file on the batched path, where
+        `dataclasses.replace` costs several times more)."""
+        return FileRow(
+            self.id, self.root, self.rel_path, self.path, self.size, self.mtime_ns, content_hash,
+            self.status, self.reason, self.retryable, self.width, self.height, self.format,
+            self.taken_at, self.camera,
+        )  # fmt: skip
+
+    def indexed(
+        self,
+        width: int | None,
+        height: int | None,
+        format: str | None,
+        taken_at: float | None,
+        camera: str | None,
+    ) -> FileRow:
+        """This row as indexed, with the facts its image gave (per embedded file)."""
+        return FileRow(
+            self.id, self.root, self.rel_path, self.path, self.size, self.mtime_ns,
+            self.content_hash, INDEXED, None, False, width, height, format, taken_at, camera,
+        )  # fmt: skip
+
     def metadata(
         self, model: str, extra: Mapping[str, str | bool] | None = None
     ) -> dict[str, str | int | float | bool]:

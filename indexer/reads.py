@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -131,9 +131,9 @@ def _read(
     except OSError:
         return row  # the CPU path reports unreadable files with their reason
     if data is None:
-        return row  # it grew while being read: the CPU path reads it as it is then
+        return row  # it changed while being read: the CPU path reads it as it is then
     if row.content_hash is None:
-        row = replace(row, content_hash=content_hash_of(data))
+        row = row.with_hash(content_hash_of(data))
     try:
         header = read_jpeg_header(memoryview(data), limits)
     except ImageError as error:
@@ -147,18 +147,22 @@ def _read(
 
 def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray | None]:
     """The file's bytes in a pooled buffer: (the buffer, a view of the bytes read), or (the
-    buffer, None) for a file that outgrew the buffer while it was read."""
-    with open(path, "rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        buffer = buffers.take(size + 1)  # one byte more shows a file that grew meanwhile
+    buffer, None) for a file whose size changed while it was read. One `readv` reads a whole
+    file, a few µs less than Python's file objects."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(descriptor).st_size
+        buffer = buffers.take(size + 1)  # room for more than `size` shows a file that grew
         try:
-            length, view = 0, memoryview(buffer)
-            while length < len(buffer) and (got := handle.readinto(view[length:])):
-                length += got
+            length = os.readv(descriptor, [buffer])
+            while 0 < length < size and (got := os.readv(descriptor, [buffer[length:]])):
+                length += got  # a short read: the rest
         except BaseException:
             buffers.give(buffer)
             raise
-    if length == len(buffer):
+    finally:
+        os.close(descriptor)
+    if length != size:
         buffers.give(buffer)
         return buffer, None
     return buffer, buffer[:length]

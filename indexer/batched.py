@@ -3,9 +3,10 @@ decoded, oriented, resized and embedded on the model's device.
 
 One lane per model device (every visible GPU with `model.device: cuda`). A lane runs two threads —
 decode, and resize+embed — with a short queue between them, each on its own CUDA stream, so the
-JPEG engines decode the next batch while the model runs on this one. Files the batched path can't
-take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers for the CPU decode
-workers, which give every failure its reason.
+next batch decodes while the model runs on this one. A lane may start before its model has
+loaded (`LoadingModel`): it then holds resized batches until the model is ready. Files the
+batched path can't take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers
+for the CPU decode workers, which give every failure its reason.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Lane:
             self._done.put(error)
 
     def _decode_loop(self) -> None:
-        """Decode only: the JPEG engines work while the other thread resizes and embeds."""
+        """Decode only: the decoder works while the other thread resizes and embeds."""
         while (batch := self.inbox.get()) is not _STOP:
             with self._timed("decode"):
                 pixels = self.decoder.decode([item.data for item in batch])

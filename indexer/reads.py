@@ -127,11 +127,12 @@ def _read(
 ) -> Item | FileRow | tuple[FileRow, ImageError]:
     """A file's bytes and header; rows the plan left unhashed get their content hash here."""
     try:
-        buffer, data = _read_into(row.path, buffers)
+        read = _read_into(row.path, buffers)
     except OSError:
         return row  # the CPU path reports unreadable files with their reason
-    if data is None:
+    if read is None:
         return row  # it changed while being read: the CPU path reads it as it is then
+    buffer, data = read
     if row.content_hash is None:
         row = row.with_hash(content_hash_of(data))
     try:
@@ -145,10 +146,10 @@ def _read(
     return Item(row, data, header, buffer, buffers)
 
 
-def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray | None]:
-    """The file's bytes in a pooled buffer: (the buffer, a view of the bytes read), or (the
-    buffer, None) for a file whose size changed while it was read. One `readv` reads a whole
-    file, a few µs less than Python's file objects."""
+def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray] | None:
+    """The file's bytes in a pooled buffer: (the buffer, a view of the bytes read), or None for
+    a file whose size changed while it was read. One `readv` reads a whole file, a few µs less
+    than Python's file objects."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(descriptor).st_size
@@ -164,5 +165,5 @@ def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray | No
         os.close(descriptor)
     if length != size:
         buffers.give(buffer)
-        return buffer, None
+        return None
     return buffer, buffer[:length]

@@ -37,6 +37,7 @@ HELD_CROP_BYTES = 1 << 31  # resized images held on the device while the model l
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
+Resized = tuple[list[Item], torch.Tensor | None, list[FileRow]]  # items, their crops, failures
 Timer = Callable[[str], contextlib.AbstractContextManager[object]]  # times a named step
 
 
@@ -156,7 +157,7 @@ class Lane:
     def _embed_loop(self) -> None:
         """Resize, then embed; while the model is still loading, resized batches are held (up
         to `HELD_CROP_BYTES`), so reading and decoding start without waiting for it."""
-        held: list[tuple[list[Item], torch.Tensor | None, list[FileRow]]] = []
+        held: list[Resized] = []
         held_bytes = 0
         while (ready := self._ready.get()) is not _STOP:
             items, upright, failed = ready
@@ -173,7 +174,7 @@ class Lane:
         self._embed(held)
         self._done.put(_STOP)
 
-    def _embed(self, held: list[tuple[list[Item], torch.Tensor | None, list[FileRow]]]) -> None:
+    def _embed(self, held: list[Resized]) -> None:
         if isinstance(self.embedder, LoadingModel) and not self.embedder.loaded:
             with self._timed("model_wait"):
                 self.embedder.wait()

@@ -86,8 +86,9 @@ class LoadingModel:
         return self._models.result()[self._position].encode_uint8(batch)
 
 
-def _loaded(model: LaneModel) -> bool:
-    return model.loaded if isinstance(model, LoadingModel) else True
+def _still_loading(model: LaneModel) -> LoadingModel | None:
+    """The stand-in whose model has not loaded yet; None once it has (or for a loaded model)."""
+    return model if isinstance(model, LoadingModel) and not model.loaded else None
 
 
 def takes(row: FileRow) -> bool:
@@ -167,7 +168,7 @@ class Lane:
                     crops = resize_crop(upright, self.embedder.spec)
             held.append((items, crops, failed))
             held_bytes += crops.nbytes if crops is not None else 0
-            if held_bytes < HELD_CROP_BYTES and not _loaded(self.embedder):
+            if held_bytes < HELD_CROP_BYTES and _still_loading(self.embedder):
                 continue
             self._embed(held)
             held, held_bytes = [], 0
@@ -175,9 +176,9 @@ class Lane:
         self._done.put(_STOP)
 
     def _embed(self, held: list[Resized]) -> None:
-        if isinstance(self.embedder, LoadingModel) and not self.embedder.loaded:
+        if loading := _still_loading(self.embedder):
             with self._timed("model_wait"):
-                self.embedder.wait()
+                loading.wait()
         for items, crops, failed in held:
             vectors = None
             if crops is not None:

@@ -412,7 +412,7 @@ class _Run:
         for row in rows:
             if row.content_hash is None:
                 try:
-                    row = replace(row, content_hash=content_hash(row.path))
+                    row = row.with_hash(content_hash(row.path))
                 except OSError as error:
                     if reason := unreadable_reason(error):
                         self.refuse(row, reason, retryable=False)

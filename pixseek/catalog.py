@@ -283,31 +283,16 @@ class Catalog:
 
     def cached_hashes(self, model: str, hashes: Iterable[str]) -> set[str]:
         """The subset of `hashes` whose embedding for `model` is cached."""
-        wanted = list(set(hashes))
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            cursor = self.db.execute(
-                "SELECT content_hash FROM embeddings WHERE model = ? "
-                f"AND content_hash IN ({marks})",
-                (model, *chunk),
-            )
-            found.update(value for (value,) in cursor)
-        return found
+        sql = "SELECT content_hash FROM embeddings WHERE model = ? AND content_hash IN ({})"
+        return {value for (value,) in self.execute_in(sql, (model,), hashes)}
 
     def vectors(self, model: str, hashes: Sequence[str]) -> np.ndarray:
         """Cached embeddings for `hashes`, in order (all must be cached)."""
-        table = {}
-        unique = list(set(hashes))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            cursor = self.db.execute(
-                "SELECT content_hash, vector FROM embeddings WHERE model = ? "
-                f"AND content_hash IN ({','.join('?' * len(chunk))})",
-                (model, *chunk),
-            )
-            table.update({key: np.frombuffer(blob, dtype=np.float32) for key, blob in cursor})
+        sql = "SELECT content_hash, vector FROM embeddings WHERE model = ? AND content_hash IN ({})"
+        table = {
+            key: np.frombuffer(blob, dtype=np.float32)
+            for key, blob in self.execute_in(sql, (model,), hashes)
+        }
         return np.stack([table[key] for key in hashes]) if hashes else np.zeros((0, 0), np.float32)
 
     def indexed_batches(self, model: str, size: int) -> Iterator[tuple[list[FileRow], np.ndarray]]:
@@ -348,10 +333,11 @@ class Catalog:
     def records_with_hashes(self, hashes: Iterable[str]) -> list[tuple[str, str]]:
         """(id, content hash) of the indexed records holding any of these contents."""
         sql = "SELECT id, content_hash FROM files WHERE status = ? AND content_hash IN ({})"
-        return list(self.select_in(sql, (INDEXED,), hashes))
+        return list(self.execute_in(sql, (INDEXED,), hashes))
 
-    def select_in(self, sql: str, params: tuple, values: Iterable[str]) -> Iterator[tuple]:
-        """Rows of `sql`, whose `IN ({})` takes the distinct `values`, 500 at a time."""
+    def execute_in(self, sql: str, params: tuple, values: Iterable[str]) -> Iterator[tuple]:
+        """Run `sql`, whose `IN ({})` takes the distinct `values`, 500 at a time; yields its
+        rows (none for a write, which happens as the iterator is consumed)."""
         wanted = list(set(values))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
@@ -359,16 +345,8 @@ class Catalog:
 
     def phashes(self, hashes: Iterable[str]) -> dict[str, int]:
         """Stored perceptual hashes for those of `hashes` that have one."""
-        wanted, found = list(set(hashes)), {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            cursor = self.db.execute(
-                f"SELECT content_hash, phash FROM phashes WHERE content_hash IN "
-                f"({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update(cursor)
-        return found
+        sql = "SELECT content_hash, phash FROM phashes WHERE content_hash IN ({})"
+        return dict(self.execute_in(sql, (), hashes))
 
     def generation(self) -> tuple[int, float]:
         """Changes whenever a file row is added, replaced or removed (a cheap cache key)."""

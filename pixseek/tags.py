@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pixseek.catalog import INDEXED, MAX_PARAMETERS, Catalog, insert_many
+from pixseek.catalog import INDEXED, Catalog, insert_many
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,16 @@ class TagTable:
             "AND content_hash IN ({}) ORDER BY score DESC"
         )
         found: dict[str, list[Tag]] = {}
-        for key, label_set, label, score, flag in self.catalog.select_in(sql, (model,), hashes):
+        for key, label_set, label, score, flag in self.catalog.execute_in(sql, (model,), hashes):
             found.setdefault(key, []).append(Tag(label_set, label, score, bool(flag)))
         return found
 
     def replace(self, model: str, tags: Mapping[str, Sequence[Tag]]) -> None:
         """Set the tags of every hash in `tags` (an empty list clears a hash's tags)."""
         db = self.catalog.db
-        hashes = list(tags)
-        step = MAX_PARAMETERS - 1
+        delete = "DELETE FROM tags WHERE model = ? AND content_hash IN ({})"
         with db:
-            for start in range(0, len(hashes), step):
-                chunk = hashes[start : start + step]
-                db.execute(
-                    "DELETE FROM tags WHERE model = ? AND content_hash IN "
-                    f"({','.join('?' * len(chunk))})",
-                    [model, *chunk],
-                )
+            list(self.catalog.execute_in(delete, (model,), tags))  # consumed: the deletes run
             insert_many(
                 db,
                 "INSERT INTO tags VALUES",

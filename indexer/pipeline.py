@@ -35,10 +35,11 @@ from pixseek.indexer.batched import (
     warm_decoders,
     warm_model,
 )
-from pixseek.indexer.decode import DecodeFailure, DecodePool
+from pixseek.indexer.decode import DecodeFailure, DecodePool, worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan, unreadable_reason
 from pixseek.indexer.publisher import Publisher
+from pixseek.indexer.read_processes import read_process_count
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import RootScan, locate, normalise_root, scan_paths, scan_root
 from pixseek.indexer.tagging import sync_tags, tag_embeddings
@@ -383,18 +384,22 @@ class _Run:
             for row in rows:
                 fresh = takes(row) and row.content_hash not in cached
                 (fresh_jpegs if fresh else others).append(row)
+            settings = self.library.settings.indexer
             embed_batched(
                 fresh_jpegs,
                 models,
                 self.library.limits,
-                self.library.settings.indexer.workers,
+                settings.workers,
                 on_embedded=self._write_embedded,
                 on_leftover=others.append,
                 on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
-                decoder=self.library.settings.indexer.gpu_decoder,
+                decoder=settings.gpu_decoder,
                 timed=functools.partial(self.report.phase, step=True),
                 cached=functools.partial(
                     self.library.catalog.cached_hashes, self.library.model_key
+                ),
+                read_processes=read_process_count(
+                    fresh_jpegs, worker_count(settings.workers), settings.readers
                 ),
             )
             rows = others

@@ -25,14 +25,26 @@ READ_GROUP = 16
 READ_THREADS = 4  # for small files: header parsing holds the GIL, more threads only contend
 MAX_READ_THREADS = 16  # big files: hashing them releases the GIL, so more threads keep up
 _SMALLEST_BUFFER = 1 << 16
+Timer = Callable[[str], AbstractContextManager[object]]  # times a named step
+
+
+def untimed(_step: str) -> AbstractContextManager[object]:
+    """A `Timer` that keeps no time."""
+    return nullcontext()
 
 
 class Buffers:
-    """A pool of byte buffers by size class (powers of two), shared by the reading threads."""
+    """A pool of byte buffers by size class (powers of two), shared by the reading threads.
 
-    def __init__(self) -> None:
+    Buffers are carved from `arena` while it has room (memory that read processes share, see
+    `read_processes`), else allocated privately.
+    """
+
+    def __init__(self, arena: np.ndarray | None = None) -> None:
         self._free: dict[int, list[np.ndarray]] = defaultdict(list)
         self._lock = threading.Lock()
+        self._arena = arena
+        self._carved = 0
 
     def take(self, size: int) -> np.ndarray:
         """A buffer of at least `size` bytes (its contents are left over from earlier use)."""
@@ -41,12 +53,22 @@ class Buffers:
             free = self._free[capacity]
             if free:
                 return free.pop()
+            if self._arena is not None and self._carved + capacity <= len(self._arena):
+                self._carved += capacity
+                return self._arena[self._carved - capacity : self._carved]
         return np.empty(capacity, dtype=np.uint8)
 
     def give(self, buffer: np.ndarray) -> None:
         """Return a buffer taken from this pool; nothing may use it afterwards."""
         with self._lock:
             self._free[len(buffer)].append(buffer)
+
+    def offset(self, buffer: np.ndarray) -> int | None:
+        """Where `buffer` starts in the arena; None for a buffer of its own."""
+        if self._arena is None:
+            return None
+        start = buffer.ctypes.data - self._arena.ctypes.data
+        return start if 0 <= start < len(self._arena) else None
 
 
 @dataclass
@@ -70,7 +92,7 @@ def read_items(
     limits: Limits,
     threads: int,
     window: int,
-    timed: Callable[[str], AbstractContextManager[object]] = lambda _step: nullcontext(),
+    timed: Timer = untimed,
     buffers: Buffers | None = None,
 ) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
     """Read files and parse JPEG headers in threads, in order, at most about `window` ahead.
@@ -87,7 +109,7 @@ def read_items(
             with timed("read_wait"):
                 return pending.popleft().result()
 
-        for group in _groups(rows, READ_GROUP):
+        for group in groups(rows, READ_GROUP):
             pending.append(pool.submit(_read_group, group, limits, buffers))
             if len(pending) * READ_GROUP >= window:
                 yield from next_group()
@@ -105,7 +127,8 @@ def read_threads(rows: Sequence[FileRow], cores: int) -> int:
     return max(1, min(cores, READ_THREADS + extra, MAX_READ_THREADS))
 
 
-def _groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
+def groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
+    """`rows` in lists of `size` (the last may be shorter)."""
     group: list[FileRow] = []
     for row in rows:
         group.append(row)
@@ -119,10 +142,10 @@ def _groups(rows: Iterable[FileRow], size: int) -> Iterator[list[FileRow]]:
 def _read_group(
     rows: list[FileRow], limits: Limits, buffers: Buffers
 ) -> list[Item | FileRow | tuple[FileRow, ImageError]]:
-    return [_read(row, limits, buffers) for row in rows]
+    return [read_one(row, limits, buffers) for row in rows]
 
 
-def _read(
+def read_one(
     row: FileRow, limits: Limits, buffers: Buffers
 ) -> Item | FileRow | tuple[FileRow, ImageError]:
     """A file's bytes and header; rows the plan left unhashed get their content hash here."""
@@ -148,16 +171,13 @@ def _read(
 
 def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray] | None:
     """The file's bytes in a pooled buffer: (the buffer, a view of the bytes read), or None for
-    a file whose size changed while it was read. One `readv` reads a whole file, a few µs less
-    than Python's file objects."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    a file whose size changed while it was read."""
+    descriptor = open_for_reading(path)
     try:
         size = os.fstat(descriptor).st_size
         buffer = buffers.take(size + 1)  # room for more than `size` shows a file that grew
         try:
-            length = os.readv(descriptor, [buffer])
-            while 0 < length < size and (got := os.readv(descriptor, [buffer[length:]])):
-                length += got  # a short read: the rest
+            length = read_fully(descriptor, buffer, size)
         except BaseException:
             buffers.give(buffer)
             raise
@@ -167,3 +187,18 @@ def _read_into(path: str, buffers: Buffers) -> tuple[np.ndarray, np.ndarray] | N
         buffers.give(buffer)
         return None
     return buffer, buffer[:length]
+
+
+def open_for_reading(path: str) -> int:
+    """A raw descriptor for reading `path` (closed on exec)."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+def read_fully(descriptor: int, buffer: np.ndarray, size: int) -> int:
+    """Read a file of `size` bytes into `buffer` (longer than that, to show a file that grew);
+    how many bytes were read. One `readv` reads a whole file, a few µs less than Python's file
+    objects."""
+    length = os.readv(descriptor, [buffer])
+    while 0 < length < size and (got := os.readv(descriptor, [buffer[length:]])):
+        length += got  # a short read: the rest
+    return length

@@ -88,7 +88,13 @@ def _row(path: Path) -> FileRow:
     )  # fmt: skip
 
 
-def test_batched_embeddings_match_the_reference(tmp_path, reference, embedder):  # noqa: F811
+@pytest.mark.parametrize("read_processes", [0, 2], ids=["read in threads", "read processes"])
+def test_batched_embeddings_match_the_reference(
+    tmp_path,
+    reference,  # noqa: F811
+    embedder,  # noqa: F811
+    read_processes,
+):
     made = {name: CASES[name](photo_like(), tmp_path) for name in CASES}
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(made["jpeg"][0].read_bytes()[:2000] + b"\x00" * 50)
@@ -99,6 +105,7 @@ def test_batched_embeddings_match_the_reference(tmp_path, reference, embedder): 
         on_embedded=lambda done: embedded.update({row.path: v for row, _, v in done}),
         on_leftover=lambda row: leftovers.append(Path(row.path).name),
         on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+        read_processes=read_processes,
     )  # fmt: skip
     jpegs = ["jpeg", "progressive jpeg", "grayscale jpeg", "exif-rotated jpeg"]
     assert sorted(Path(path).name for path in embedded) == sorted(made[n][0].name for n in jpegs)
@@ -160,14 +167,17 @@ def test_a_model_that_cannot_load_stops_a_batched_run_with_the_reason(tmp_path, 
 def test_batched_runs_hash_new_files_as_they_read_them_and_keep_using_the_cache(
     tmp_path, random_clip
 ):
-    """New files are hashed from the bytes the batched path reads (not in the plan): the hashes
-    are the catalog's, re-added content comes from the cache, and moves are still found."""
+    """New files are hashed from the bytes the batched path reads (in read processes, not in the
+    plan): the hashes are the catalog's, re-added content comes from the cache, and moves are
+    still found."""
     root = tmp_path / "photos"
     root.mkdir()
     for number in range(4):
         photo_like(320 + 16 * number, 240).save(root / f"p{number}.jpg", quality=90)
     (root / "p4.png").write_bytes(_png(photo_like(200, 150)))
-    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data", decode="batched")
+    config = write_config(
+        tmp_path / "c.yaml", random_clip, tmp_path / "data", decode="batched", readers="processes"
+    )
     cli = Cli(config)
     first = cli.index(root)
     assert (first["added"], first["embedded"]) == (5, 5)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from pixseek.catalog import FileRow, content_hash
-from pixseek.imaging import ImageError
+from pixseek.imaging import ImageError, Limits
+from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.reads import Buffers, Item, read_items
 from tests.test_parity import LIMITS, photo_like
 
@@ -45,10 +52,30 @@ def files(tmp_path: Path) -> list[Path]:
     return [*paths, tmp_path / "flat.png", tmp_path / "gone.jpg"]
 
 
-def test_reused_buffers_hold_each_files_own_bytes(files):
-    buffers = Buffers()
+Results = list[Item | FileRow | tuple[FileRow, ImageError]]
+
+
+@pytest.fixture(params=["threads", "processes"])
+def reader(request) -> Iterator[Callable[[Limits], Callable[[list[FileRow]], Results]]]:
+    """Readers as the batched path has them, by limits: threads, or read processes; each keeps
+    one pool of buffers, so buffers change hands between calls."""
+    with ExitStack() as stack:
+
+        @functools.cache
+        def make(limits: Limits) -> Callable[[list[FileRow]], Results]:
+            if request.param == "threads":
+                buffers = Buffers()
+                return lambda rows: list(read_items(rows, limits, 3, 8, buffers=buffers))
+            readers = stack.enter_context(ReadProcesses(2, limits))
+            return lambda rows: list(readers.read_items(rows, 8))
+
+        yield make
+
+
+def test_reused_buffers_hold_each_files_own_bytes(files, reader):
+    read = reader(LIMITS)
     for order in (files, files[::-1], files[1::2] + files[::2]):  # buffers change hands
-        results = list(read_items([_row(path) for path in order], LIMITS, 3, 8, buffers=buffers))
+        results = read([_row(path) for path in order])
         assert len(results) == len(order)
         items = [result for result in results if isinstance(result, Item)]
         assert {Path(item.row.path) for item in items} == {
@@ -63,7 +90,7 @@ def test_reused_buffers_hold_each_files_own_bytes(files):
             item.release()
 
 
-def test_a_file_longer_than_its_size_is_left_to_the_cpu_path():
+def test_a_file_longer_than_its_size_is_left_to_the_cpu_path(reader):
     """/proc files say they are empty and then give bytes: as a file that grew while read."""
     growing = Path("/proc/kallsyms")
     try:
@@ -71,13 +98,40 @@ def test_a_file_longer_than_its_size_is_left_to_the_cpu_path():
     except (OSError, AssertionError):
         pytest.skip("needs a readable /proc/kallsyms (size 0, over 64 KB of text)")
     row = _row(growing)
-    assert list(read_items([row], LIMITS, 1, 8)) == [row]
+    assert reader(LIMITS)([row]) == [row]
 
 
-def test_refused_files_come_back_with_the_reason(tmp_path):
+def test_refused_files_come_back_with_the_reason(tmp_path, reader):
     path = tmp_path / "huge.jpg"
     path.write_bytes(_jpeg(640, 480, 90))
     small = type(LIMITS)(max_bytes=1000, max_pixels=LIMITS.max_pixels)
-    [(row, error)] = list(read_items([_row(path)], small, 1, 8))
+    [(row, error)] = reader(small)([_row(path)])
     assert row.path == str(path) and isinstance(error, ImageError)
     assert "max_file_mb" in error.reason
+
+
+def test_files_grown_since_the_scan_are_left_to_the_cpu_path(tmp_path, files):
+    """Read processes get a buffer sized by the scan: a file grown past it is not cut short."""
+    grown = tmp_path / "grown.jpg"
+    grown.write_bytes(_jpeg(1600, 1200, 95))
+    assert grown.stat().st_size > 1 << 16  # past the smallest buffer
+    rows = [replace(_row(grown), size=1000), _row(files[0]), _row(files[1])]
+    with ReadProcesses(1, LIMITS) as readers:
+        results = list(readers.read_items(rows, 8))
+    assert results[0] == rows[0]
+    for item in results[1:]:
+        assert isinstance(item, Item) and item.data.tobytes() == Path(item.row.path).read_bytes()
+
+
+def test_files_are_read_here_when_read_processes_stop_or_shared_memory_runs_out(files):
+    jpegs = [path for path in files if path.suffix == ".jpg" and path.exists()]
+    rows = [_row(path) for path in jpegs] * 4
+    with ReadProcesses(2, LIMITS, arena_bytes=1 << 18) as readers:
+        results = list(readers.read_items(rows[:24], 8))  # the arena holds 4 buffers at most
+        for pid in readers.pids:
+            os.kill(pid, signal.SIGKILL)
+        results += list(readers.read_items(rows[24:], 8))
+    assert [item.row.path for item in results] == [row.path for row in rows]
+    for item in results:
+        assert isinstance(item, Item) and item.data.tobytes() == Path(item.row.path).read_bytes()
+        assert item.row.content_hash == content_hash(item.row.path)

@@ -1,0 +1,260 @@
+"""Reading files for the batched path in processes of their own, into memory shared with them.
+
+With threads, reading, hashing and parsing headers holds the indexing process's interpreter lock
+for tens of µs a file, which the threads that drive the GPU then wait for. Read processes do
+that work with interpreters of their own: the indexing process picks a buffer for each file in
+an arena both sides map (an anonymous `memfd`, sparse, so untouched room costs nothing), sends
+the paths, and gets back per file its length, content hash and JPEG header. A file that does
+not fit its buffer (it grew since the scan), an arena that is full or a read process that died
+falls back to reading in this process, so nothing is lost.
+
+Run as `python -m pixseek.indexer.read_processes FD` it is one read process: it maps the arena
+from the inherited descriptor FD and answers groups of files from stdin on stdout (pickles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+
+from pixseek.catalog import FileRow, content_hash_of
+from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
+from pixseek.indexer.reads import (
+    READ_GROUP,
+    Buffers,
+    Item,
+    Timer,
+    groups,
+    open_for_reading,
+    read_fully,
+    read_one,
+    untimed,
+)
+
+log = logging.getLogger(__name__)
+
+ARENA_BYTES = 4 << 30  # address space, not memory: only buffers in use are ever touched
+MAX_READ_PROCESSES = 8
+MIN_FILES = 1024  # smaller runs (a watcher's) read in threads: starting processes costs ~0.3 s
+
+Entry = tuple[str, int, int, bool]  # path, offset in the arena, room there, whether to hash
+# What a read process answers per file: None for a file to leave to the CPU path,
+# (reason, retryable) for one the header refuses, else (length, hash or None, header fields).
+Answer = tuple[int, str | None, tuple] | tuple[str, bool] | None
+
+
+def read_process_count(rows: Sequence[FileRow], cores: int, readers: str = "auto") -> int:
+    """Read processes for `rows` (`indexer.readers`): none, so threads read, for `threads`, for
+    small runs with `auto` and where the system has no anonymous shared memory; else one per
+    core up to `MAX_READ_PROCESSES`."""
+    if readers == "threads" or not hasattr(os, "memfd_create"):
+        return 0
+    if readers == "auto" and len(rows) < MIN_FILES:
+        return 0
+    return max(1, min(cores, MAX_READ_PROCESSES))
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen
+    tasks: IO[bytes]
+    answers: IO[bytes]
+    alive: bool = True
+
+
+class ReadProcesses:
+    """Read processes sharing an arena of buffers with this one; a context manager that ends
+    them. `read_items` reads files as `reads.read_items` does, in the same order."""
+
+    def __init__(self, count: int, limits: Limits, arena_bytes: int = ARENA_BYTES) -> None:
+        self.limits = limits
+        descriptor = os.memfd_create("pixseek-reads", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.ftruncate(descriptor, arena_bytes)
+            self.buffers = Buffers(np.frombuffer(mmap.mmap(descriptor, arena_bytes), np.uint8))
+            self._workers = [self._start(descriptor) for _ in range(count)]
+        finally:
+            os.close(descriptor)
+        self._turn = 0
+
+    def _start(self, descriptor: int) -> _Worker:
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(descriptor)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=(descriptor,),
+        )
+        assert process.stdin is not None and process.stdout is not None
+        worker = _Worker(process, process.stdin, process.stdout)
+        self._send(worker, self.limits)
+        return worker
+
+    @property
+    def pids(self) -> list[int]:
+        """The read processes' ids."""
+        return [worker.process.pid for worker in self._workers]
+
+    def __enter__(self) -> ReadProcesses:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the read processes (each finishes the group it is reading)."""
+        for worker in self._workers:
+            for pipe in (worker.tasks, worker.answers):
+                with contextlib.suppress(OSError):  # it had gone already
+                    pipe.close()
+        for worker in self._workers:
+            try:
+                worker.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+    def read_items(
+        self, rows: Iterable[FileRow], window: int, timed: Timer = untimed
+    ) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
+        """Read files and parse JPEG headers in the read processes, in order, at most about
+        `window` files ahead; what comes back is what `reads.read_items` gives."""
+        pending: deque[tuple[_Worker | None, list[FileRow], list[np.ndarray]]] = deque()
+        for group in groups(rows, READ_GROUP):
+            pending.append(self._submit(group))
+            if len(pending) * READ_GROUP >= window:
+                yield from self._collect(*pending.popleft(), timed)
+        while pending:
+            yield from self._collect(*pending.popleft(), timed)
+
+    def _submit(
+        self, rows: list[FileRow]
+    ) -> tuple[_Worker | None, list[FileRow], list[np.ndarray]]:
+        """Send a group to the next live read process, each file with a buffer picked for it."""
+        buffers = [self.buffers.take(row.size + 1) for row in rows]
+        offsets = [self.buffers.offset(buffer) for buffer in buffers]
+        worker = self._next_worker()
+        if worker is None or None in offsets:  # no process left, or the arena is full
+            return None, rows, buffers
+        entries: list[Entry] = [
+            (row.path, offset, len(buffer), row.content_hash is None)
+            for row, offset, buffer in zip(rows, offsets, buffers, strict=True)
+        ]
+        if not self._send(worker, entries):
+            return None, rows, buffers
+        return worker, rows, buffers
+
+    def _next_worker(self) -> _Worker | None:
+        for _ in range(len(self._workers)):
+            worker = self._workers[self._turn % len(self._workers)]
+            self._turn += 1
+            if worker.alive:
+                return worker
+        return None
+
+    def _send(self, worker: _Worker, message: object) -> bool:
+        try:
+            pickle.dump(message, worker.tasks, pickle.HIGHEST_PROTOCOL)
+            worker.tasks.flush()
+            return True
+        except OSError as error:
+            self._lost(worker, error)
+            return False
+
+    def _lost(self, worker: _Worker, error: BaseException) -> None:
+        if worker.alive:
+            log.warning("a read process stopped (%r); this process reads its files", error)
+            worker.alive = False
+
+    def _collect(
+        self, worker: _Worker | None, rows: list[FileRow], buffers: list[np.ndarray], timed: Timer
+    ) -> Iterator[Item | FileRow | tuple[FileRow, ImageError]]:
+        answers: list[Answer] | None = None
+        if worker is not None:
+            with timed("read_wait"):
+                try:
+                    answers = pickle.load(worker.answers)
+                except (OSError, EOFError, pickle.UnpicklingError) as error:
+                    self._lost(worker, error)
+        if answers is None:  # read here instead
+            for row, buffer in zip(rows, buffers, strict=True):
+                self.buffers.give(buffer)
+                yield read_one(row, self.limits, self.buffers)
+            return
+        for row, buffer, answer in zip(rows, buffers, answers, strict=True):
+            yield self._item(row, buffer, answer)
+
+    def _item(
+        self, row: FileRow, buffer: np.ndarray, answer: Answer
+    ) -> Item | FileRow | tuple[FileRow, ImageError]:
+        if answer is None or len(answer) == 2:
+            self.buffers.give(buffer)
+            return row if answer is None else (row, ImageError(*answer))
+        length, digest, header = answer
+        if digest is not None:
+            row = row.with_hash(digest)
+        return Item(row, buffer[:length], JpegHeader(*header), buffer, self.buffers)
+
+
+def _answer(arena: np.ndarray, limits: Limits, entry: Entry) -> Answer:
+    """Read one file into its place in the arena (the read process's side)."""
+    path, offset, room, hash_it = entry
+    buffer = arena[offset : offset + room]
+    try:
+        descriptor = open_for_reading(path)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size >= room:
+                return None  # it grew since the scan: the CPU path reads it as it is
+            if read_fully(descriptor, buffer, size) != size:
+                return None  # it changed while being read
+        finally:
+            os.close(descriptor)
+    except OSError:
+        return None  # the CPU path reports unreadable files with their reason
+    data = buffer[:size]
+    digest = content_hash_of(data) if hash_it else None
+    try:
+        header = read_jpeg_header(memoryview(data), limits)
+    except ImageError as error:
+        return error.reason, error.retryable
+    if header is None:
+        return None
+    fields = (header.width, header.height, header.orientation)
+    return size, digest, (*fields, header.taken_at, header.camera, header.format)
+
+
+def serve(descriptor: int) -> None:
+    """One read process: answer groups of files from stdin until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the indexing process decides when to stop
+    arena = np.frombuffer(mmap.mmap(descriptor, os.fstat(descriptor).st_size), np.uint8)
+    os.close(descriptor)
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print can't corrupt the answers
+    tasks = sys.stdin.buffer
+    limits: Limits = pickle.load(tasks)
+    try:
+        while True:
+            try:
+                entries: list[Entry] = pickle.load(tasks)
+            except EOFError:
+                return
+            pickle.dump([_answer(arena, limits, e) for e in entries], answers, -1)
+            answers.flush()
+    except BrokenPipeError:
+        return  # the indexing process stopped reading: it is ending the run
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -218,6 +218,7 @@ def pixseek_index(
     hnsw: dict,
     decoder: str = "auto",
     profile: Path | None = None,
+    readers: str = "auto",
 ) -> dict:
     """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory.
 
@@ -231,7 +232,7 @@ def pixseek_index(
         "data_dir": str(data),
         "model": {"name": str(model_dir), "device": "cuda"},
         "store": {"hnsw": hnsw},
-        "indexer": {"gpu_decoder": decoder},
+        "indexer": {"gpu_decoder": decoder, "readers": readers},
     }
     config.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "pixseek.cli", "index", str(folder), "--json"]
@@ -275,6 +276,11 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="only generate and run `pixseek index` (no stages)"
     )
+    parser.add_argument(
+        "--readers",
+        default="auto",
+        help="indexer.readers; with --quick a comma-separated list runs `pixseek index` per value",
+    )
     args = parser.parse_args()
     work = args.workdir.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -288,17 +294,20 @@ def main() -> int:
         print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
         profile = work / f"profile-{name}.txt" if args.profile else None
         if args.quick:
-            report = pixseek_index(
-                work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile
-            )
-            print(
-                f"{name}: cache {report['decoded'] / report['cached_s']:,.0f}/s, searchable "
-                f"{report['decoded'] / report['elapsed']:,.0f}/s, process "
-                f"{report['wall_s']:.1f} s, phases {report['phases']}, "
-                f"steps {report['steps']}, "
-                f"GPU peak {report['gpu_peak_mib']} MiB",
-                flush=True,
-            )
+            for readers in args.readers.split(","):
+                report = pixseek_index(
+                    work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder,
+                    profile, readers,
+                )  # fmt: skip
+                print(
+                    f"{name}, readers {readers}: cache "
+                    f"{report['decoded'] / report['cached_s']:,.0f}/s, searchable "
+                    f"{report['decoded'] / report['elapsed']:,.0f}/s, process "
+                    f"{report['wall_s']:.1f} s, phases {report['phases']}, "
+                    f"steps {report['steps']}, "
+                    f"GPU peak {report['gpu_peak_mib']} MiB",
+                    flush=True,
+                )
             continue
         limits = decode_only(paths)
         stages = stage_rates(paths, model_dir)
@@ -306,8 +315,9 @@ def main() -> int:
             print(f"  {name} stage {stage}: {rate:,.0f}/s", flush=True)
         naive_rate = naive(paths[: args.naive], model_dir)
         report = pixseek_index(
-            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile
-        )
+            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile,
+            args.readers,
+        )  # fmt: skip
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]
         store = Store(StoreSettings(), work / f"chroma-default-{name}", "default")

@@ -12,12 +12,11 @@ for the CPU decode workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -29,7 +28,7 @@ from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits, PreprocessSpec
 from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
-from pixseek.indexer.read_processes import ReadProcesses, read_process_count
+from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.reads import Item, Timer, read_items, read_threads, untimed
 from pixseek.tensor_preprocess import orient, resize_crop
 
@@ -37,7 +36,6 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
 HELD_CROP_BYTES = 1 << 31  # resized images held on the device while the model loads (14,000)
 _STOP = object()
-log = logging.getLogger(__name__)
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
 Resized = tuple[list[Item], torch.Tensor | None, list[FileRow]]  # items, their crops, failures
@@ -217,7 +215,7 @@ def embed_batched(
     decoder: str = "auto",
     timed: Timer = untimed,
     cached: Callable[[list[str]], set[str]] = lambda _hashes: set(),
-    read_processes: int | None = None,
+    readers: ReadProcesses | None = None,
 ) -> None:
     """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order.
 
@@ -225,8 +223,7 @@ def embed_batched(
     Files whose content hash `cached` names (rows hashed only as they were read) skip the
     lanes: `on_embedded` gets them with None for a vector. `timed` times the steps: waiting for
     reads, for a free lane and for the last batches, decoding, resizing and the model, and
-    `on_embedded` ("commit"). Files are read by `read_processes` processes (None: as many as
-    `read_process_count` says for these rows; 0: by threads of this process).
+    `on_embedded` ("commit"). Files are read by `readers` where given, else by threads.
     """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
@@ -282,45 +279,23 @@ def embed_batched(
                     )
 
     window = max(2 * batch_size, 64)
-    with _reading(rows, limits, threads, window, timed, read_processes) as results:
-        for result in results:
-            if isinstance(result, Item):
-                batch.append(result)
-                pixels += result.header.width * result.header.height
-                if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
-                    hand_over(batch)
-                    batch, pixels = [], 0
-            elif isinstance(result, tuple):
-                on_refused(*result)
-            else:
-                on_leftover(result)
+    if readers is None:
+        results = read_items(rows, limits, read_threads(rows, threads), window, timed)
+    else:
+        results = readers.read_items(rows, window, timed)
+    for result in results:
+        if isinstance(result, Item):
+            batch.append(result)
+            pixels += result.header.width * result.header.height
+            if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
+                hand_over(batch)
+                batch, pixels = [], 0
+        elif isinstance(result, tuple):
+            on_refused(*result)
+        else:
+            on_leftover(result)
     if batch:
         hand_over(batch)
     for lane in lanes:
         lane.stop()
     drain(block=True)
-
-
-@contextlib.contextmanager
-def _reading(
-    rows: Sequence[FileRow],
-    limits: Limits,
-    cores: int,
-    window: int,
-    timed: Timer,
-    processes: int | None,
-) -> Iterator[Iterator[Item | FileRow | tuple[FileRow, ImageError]]]:
-    """The files read and their headers parsed, in order: by read processes (`processes`, or
-    as many as `read_process_count` says), else by threads of this process."""
-    count = read_process_count(rows, cores) if processes is None else processes
-    readers = None
-    if count:
-        try:
-            readers = ReadProcesses(count, limits)
-        except OSError as error:  # no shared memory to be had: threads read instead
-            log.warning("read processes unavailable (%s); reading in threads", error)
-    if readers is None:
-        yield read_items(rows, limits, read_threads(rows, cores), window, timed)
-        return
-    with readers:
-        yield readers.read_items(rows, window, timed)

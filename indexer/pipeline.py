@@ -39,7 +39,7 @@ from pixseek.indexer.decode import DecodeFailure, DecodePool, worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan, unreadable_reason
 from pixseek.indexer.publisher import Publisher
-from pixseek.indexer.read_processes import read_process_count
+from pixseek.indexer.read_processes import ReadProcesses, start_read_processes
 from pixseek.indexer.repair import repair
 from pixseek.indexer.scan import RootScan, locate, normalise_root, scan_paths, scan_root
 from pixseek.indexer.tagging import sync_tags, tag_embeddings
@@ -201,7 +201,26 @@ def _run(
 ) -> IndexReport:
     progress = progress or _Silent()
     batched = uses_batched_decode(library)
-    loader = _ModelLoader(library, report, batched)
+    startup = _Startup(library, report, batched)
+    try:
+        return _plan_and_index(
+            library, scans, report, started, progress, allow_deletes, settle_s, startup
+        )
+    finally:
+        startup.finish()
+
+
+def _plan_and_index(
+    library: Library,
+    scans: Sequence[RootScan],
+    report: IndexReport,
+    started: float,
+    progress: Progress,
+    allow_deletes: bool,
+    settle_s: float,
+    startup: _Startup,
+) -> IndexReport:
+    batched = startup.batched
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     with report.phase("plan"):
         plan = make_plan(
@@ -212,7 +231,7 @@ def _run(
             allow_deletes,
             on_hashed=progress.advance,
             settle_s=settle_s,
-            on_changes=loader.start,
+            on_changes=startup.start,
             hash_new=not batched,  # the batched path hashes new files as it reads them
         )
     report.unchanged = plan.unchanged + len(plan.touched)
@@ -224,28 +243,28 @@ def _run(
         run.record_failures(plan.failures)
         if plan.to_decode:
             if batched:  # lanes read, decode and resize while the model loads
-                models = loader.lane_models()
+                models = startup.lane_models()
             else:
                 with report.phase("model"):  # what loading took beyond the plan
-                    loader.wait()
+                    startup.wait()
                 models = library.embedders
             progress.start("indexing", len(plan.to_decode))
             bulk = len(plan.to_decode) > library.store.batch_size
             with report.phase("embed"), publisher.bulk() if bulk else nullcontext():
-                run.decode_and_embed(models)
+                run.decode_and_embed(models, startup.readers)
         report.cached_s = time.perf_counter() - started
         run.apply_deletes()
         with report.phase("publish"):
             publisher.close()
-    loader.finish()
+    startup.finish()
     report.elapsed = time.perf_counter() - started
     return report
 
 
-class _ModelLoader:
-    """Loads the model on a thread while files are hashed; for the batched path it also warms
-    the model up, and on another thread the JPEG decoders (both start-ups are mostly GPU driver
-    work, so they overlap)."""
+class _Startup:
+    """What a run starts while files are hashed: loading the model on a thread; for the batched
+    path also warming the model up, and on another thread the JPEG decoders (both start-ups are
+    mostly GPU driver work, so they overlap), and, for a large run, read processes."""
 
     def __init__(self, library: Library, report: IndexReport, batched: bool) -> None:
         self.library = library
@@ -254,9 +273,15 @@ class _ModelLoader:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._models: Future[list[Embedder]] = Future()
+        self.readers: ReadProcesses | None = None
 
-    def start(self) -> None:
-        """Begin loading in the background."""
+    def start(self, changes: int = 0) -> None:
+        """Begin loading in the background, for a run of about `changes` files to index."""
+        settings = self.library.settings.indexer
+        if self.batched:
+            cores = worker_count(settings.workers)
+            limits = self.library.limits
+            self.readers = start_read_processes(changes, cores, settings.readers, limits)
         steps = [self._load_model]
         if self.batched:
             steps.append(self._warm_decoders)
@@ -317,9 +342,13 @@ class _ModelLoader:
             raise self._errors[0]
 
     def finish(self) -> None:
-        """Let a load that started end (the run may not have needed the model after all)."""
+        """Let a load that started end (the run may not have needed the model after all), and
+        the read processes."""
         for thread in self._threads:
             thread.join()
+        if self.readers is not None:
+            self.readers.close()
+            self.readers = None
 
 
 def uses_batched_decode(library: Library) -> bool:
@@ -372,8 +401,11 @@ class _Run:
         self.publisher.delete(ids)
         self.report.deleted = sum(1 for row in self.plan.deletes if row.status == INDEXED)
 
-    def decode_and_embed(self, models: Sequence[LaneModel]) -> None:
-        """JPEGs through the batched path (when it is on), the rest through the decode workers."""
+    def decode_and_embed(
+        self, models: Sequence[LaneModel], readers: ReadProcesses | None = None
+    ) -> None:
+        """JPEGs through the batched path (when it is on; read by `readers` where given), the
+        rest through the decode workers."""
         rows = self.plan.to_decode
         if self.batched:
             cached = self.library.catalog.cached_hashes(
@@ -398,9 +430,7 @@ class _Run:
                 cached=functools.partial(
                     self.library.catalog.cached_hashes, self.library.model_key
                 ),
-                read_processes=read_process_count(
-                    fresh_jpegs, worker_count(settings.workers), settings.readers
-                ),
+                readers=readers,
             )
             rows = others
         self._decode_with_workers(self._hashed(rows))

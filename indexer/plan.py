@@ -55,15 +55,15 @@ def make_plan(
     allow_deletes: bool = False,
     on_hashed: Callable[[int], None] = lambda _n: None,
     settle_s: float = 0.0,
-    on_changes: Callable[[], None] = lambda: None,
+    on_changes: Callable[[int], None] = lambda _count: None,
     hash_new: bool = True,
 ) -> Plan:
     """Compare scans with the catalog; hashes only what changed.
 
-    `on_changes` is called before hashing when some file is new or changed (so the caller can
-    load the model meanwhile). Without `hash_new`, files at new paths are left unhashed when no
-    record vanished (so none of them can be a move): `to_decode` then holds rows without a
-    `content_hash`, for a decode path that hashes the bytes it reads anyway.
+    `on_changes` is called with their count before hashing when some files are new or changed
+    (so the caller can load the model meanwhile). Without `hash_new`, files at new paths are
+    left unhashed when no record vanished (so none of them can be a move): `to_decode` then
+    holds rows without a `content_hash`, for a decode path that hashes the bytes it reads.
 
     Files modified less than `settle_s` ago are deferred (they may still be being written):
     they are neither indexed nor treated as vanished. A partial scan compares only the catalog
@@ -101,7 +101,7 @@ def make_plan(
             if rel not in scan.files and scan.covers(rel) and rel not in scan.broken
         ]
     if candidates:
-        on_changes()
+        on_changes(len(candidates))
     moves_possible = any(row.status == INDEXED for rows in vanished.values() for row in rows)
     _hash_all(candidates, plan, on_hashed, hash_new or moves_possible)
     _resolve(candidates, vanished, catalog, model, plan)

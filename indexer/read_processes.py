@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -55,15 +55,20 @@ Entry = tuple[str, int, int, bool]  # path, offset in the arena, room there, whe
 Answer = tuple[int, str | None, tuple] | tuple[str, bool] | None
 
 
-def read_process_count(rows: Sequence[FileRow], cores: int, readers: str = "auto") -> int:
-    """Read processes for `rows` (`indexer.readers`): none, so threads read, for `threads`, for
-    small runs with `auto` and where the system has no anonymous shared memory; else one per
-    core up to `MAX_READ_PROCESSES`."""
-    if readers == "threads" or not hasattr(os, "memfd_create"):
-        return 0
-    if readers == "auto" and len(rows) < MIN_FILES:
-        return 0
-    return max(1, min(cores, MAX_READ_PROCESSES))
+def start_read_processes(
+    files: int, cores: int, readers: str, limits: Limits
+) -> ReadProcesses | None:
+    """Read processes for a run of about `files` files (`indexer.readers`), or None, so threads
+    read: for `threads`, for small runs with `auto`, and where the system has no anonymous shared
+    memory. One per core, up to `MAX_READ_PROCESSES`. Start them before the run needs them:
+    each takes a few tenths of a second to import what it needs."""
+    if readers == "threads" or (readers == "auto" and files < MIN_FILES):
+        return None
+    try:
+        return ReadProcesses(max(1, min(cores, MAX_READ_PROCESSES)), limits)
+    except (OSError, AttributeError) as error:  # no memfd here: threads read instead
+        log.warning("read processes unavailable (%s); reading in threads", error)
+        return None
 
 
 @dataclass

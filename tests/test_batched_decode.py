@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from pixseek.catalog import Catalog, FileRow, content_hash
 from pixseek.embedder import image_geometry
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
 from pixseek.indexer.batched import embed_batched
+from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.tensor_preprocess import orient, resize_crop
 from tests.conftest import Cli, write_config
 from tests.test_parity import CASES, LIMITS, embedder, photo_like, reference  # noqa: F401
@@ -88,25 +90,27 @@ def _row(path: Path) -> FileRow:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("read_processes", [0, 2], ids=["read in threads", "read processes"])
+@pytest.mark.parametrize("read_by", ["threads", "processes"])
 def test_batched_embeddings_match_the_reference(
     tmp_path,
     reference,  # noqa: F811
     embedder,  # noqa: F811
-    read_processes,
+    read_by,
 ):
     made = {name: CASES[name](photo_like(), tmp_path) for name in CASES}
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(made["jpeg"][0].read_bytes()[:2000] + b"\x00" * 50)
     rows = [_row(path) for path, _ in made.values()] + [_row(broken)]
     embedded, leftovers = {}, []
-    embed_batched(
-        rows, [embedder], LIMITS, workers=2,
-        on_embedded=lambda done: embedded.update({row.path: v for row, _, v in done}),
-        on_leftover=lambda row: leftovers.append(Path(row.path).name),
-        on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
-        read_processes=read_processes,
-    )  # fmt: skip
+    with ExitStack() as stack:
+        readers = stack.enter_context(ReadProcesses(2, LIMITS)) if read_by == "processes" else None
+        embed_batched(
+            rows, [embedder], LIMITS, workers=2,
+            on_embedded=lambda done: embedded.update({row.path: v for row, _, v in done}),
+            on_leftover=lambda row: leftovers.append(Path(row.path).name),
+            on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+            readers=readers,
+        )  # fmt: skip
     jpegs = ["jpeg", "progressive jpeg", "grayscale jpeg", "exif-rotated jpeg"]
     assert sorted(Path(path).name for path in embedded) == sorted(made[n][0].name for n in jpegs)
     assert "cmyk.jpg" in leftovers and "alpha.png" in leftovers

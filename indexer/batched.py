@@ -223,7 +223,7 @@ def embed_batched(
     Files whose content hash `cached` names (rows hashed only as they were read) skip the
     lanes: `on_embedded` gets them with None for a vector. `timed` times the steps: waiting for
     reads, for a free lane and for the last batches, decoding, resizing and the model, and
-    `on_embedded` ("commit"). Files are read by `readers` where given, else by threads.
+    `on_embedded` ("hand_off"). Files are read by `readers` where given, else by threads.
     """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
@@ -238,7 +238,7 @@ def embed_batched(
         nonlocal turn
         known = cached([item.row.content_hash for item in items if item.row.content_hash])
         if known:
-            with timed("commit"):
+            with timed("hand_off"):
                 on_embedded([(i.row, i.header, None) for i in items if i.row.content_hash in known])
             for item in items:
                 if item.row.content_hash in known:
@@ -273,7 +273,7 @@ def embed_batched(
             for row in failed:
                 on_leftover(row)
             if items:
-                with timed("commit"):
+                with timed("hand_off"):
                     on_embedded(
                         [(item.row, item.header, v) for item, v in zip(items, vectors, strict=True)]
                     )

@@ -35,6 +35,7 @@ from pixseek.indexer.batched import (
     warm_decoders,
     warm_model,
 )
+from pixseek.indexer.committer import Committer
 from pixseek.indexer.decode import DecodeFailure, DecodePool, worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
 from pixseek.indexer.plan import Plan, make_plan, unreadable_reason
@@ -417,28 +418,30 @@ class _Run:
                 fresh = takes(row) and row.content_hash not in cached
                 (fresh_jpegs if fresh else others).append(row)
             settings = self.library.settings.indexer
-            embed_batched(
-                fresh_jpegs,
-                models,
-                self.library.limits,
-                settings.workers,
-                on_embedded=self._write_embedded,
-                on_leftover=others.append,
-                on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
-                decoder=settings.gpu_decoder,
-                timed=functools.partial(self.report.phase, step=True),
-                cached=functools.partial(
-                    self.library.catalog.cached_hashes, self.library.model_key
-                ),
-                readers=readers,
-            )
+            with Committer(self._write_embedded) as committer:
+                embed_batched(
+                    fresh_jpegs,
+                    models,
+                    self.library.limits,
+                    settings.workers,
+                    on_embedded=committer.put,
+                    on_leftover=others.append,
+                    on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
+                    decoder=settings.gpu_decoder,
+                    timed=functools.partial(self.report.phase, step=True),
+                    cached=functools.partial(
+                        self.library.catalog.cached_hashes, self.library.model_key
+                    ),
+                    readers=readers,
+                )
             rows = others
         self._decode_with_workers(self._hashed(rows))
 
     def _write_embedded(self, embedded: list[Embedded]) -> None:
-        rows = [_described(row, header) for row, header, _ in embedded]
-        embeddings = {row.content_hash: v for row, _, v in embedded if v is not None}
-        self._commit(rows, embeddings)
+        with self.report.phase("commit", step=True):
+            rows = [_described(row, header) for row, header, _ in embedded]
+            embeddings = {row.content_hash: v for row, _, v in embedded if v is not None}
+            self._commit(rows, embeddings)
 
     def _hashed(self, rows: Sequence[FileRow]) -> list[FileRow]:
         """Rows with their content hash (the plan leaves new files to the batched path, which

@@ -50,8 +50,8 @@ class WatchStatus:
         """Progress: `count` more files of the current phase are done."""
         if self._phase != "indexing":
             return
-        self._to_decode = max(self._to_decode - count, 0)
-        with self._lock:
+        with self._lock:  # commits and refusals report from different threads
+            self._to_decode = max(self._to_decode - count, 0)
             self._done.append((time.monotonic(), count))
 
     def embedded(self, count: int) -> None:

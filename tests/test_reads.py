@@ -16,7 +16,7 @@ from PIL import Image
 
 from pixseek.catalog import FileRow, content_hash
 from pixseek.imaging import ImageError, Limits
-from pixseek.indexer.read_processes import ReadProcesses
+from pixseek.indexer.read_processes import MIN_FILES, ReadProcesses, start_read_processes
 from pixseek.indexer.reads import Buffers, Item, read_items
 from tests.test_parity import LIMITS, photo_like
 
@@ -135,3 +135,13 @@ def test_files_are_read_here_when_read_processes_stop_or_shared_memory_runs_out(
     for item in results:
         assert isinstance(item, Item) and item.data.tobytes() == Path(item.row.path).read_bytes()
         assert item.row.content_hash == content_hash(item.row.path)
+
+
+def test_read_processes_start_for_large_runs_only_unless_asked():
+    assert start_read_processes(5000, 4, "threads", LIMITS) is None
+    assert start_read_processes(MIN_FILES - 1, 4, "auto", LIMITS) is None
+    for files, readers in ((MIN_FILES, "auto"), (1, "processes")):
+        started = start_read_processes(files, 2, readers, LIMITS)
+        assert started is not None
+        with started:
+            assert len(started.pids) == 2

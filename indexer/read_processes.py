@@ -85,14 +85,19 @@ class ReadProcesses:
 
     def __init__(self, count: int, limits: Limits, arena_bytes: int = ARENA_BYTES) -> None:
         self.limits = limits
+        self._workers: list[_Worker] = []
+        self._turn = 0
         descriptor = os.memfd_create("pixseek-reads", getattr(os, "MFD_CLOEXEC", 0))
         try:
             os.ftruncate(descriptor, arena_bytes)
             self.buffers = Buffers(np.frombuffer(mmap.mmap(descriptor, arena_bytes), np.uint8))
-            self._workers = [self._start(descriptor) for _ in range(count)]
+            for _ in range(count):
+                self._workers.append(self._start(descriptor))
+        except BaseException:
+            self.close()  # the ones that did start
+            raise
         finally:
             os.close(descriptor)
-        self._turn = 0
 
     def _start(self, descriptor: int) -> _Worker:
         process = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 Batch = TypeVar("Batch")
@@ -18,11 +19,17 @@ _END = object()
 
 
 class Committer(Generic[Batch]):
-    """Calls `commit` with each batch put, in order, on its own thread; use as a context
-    manager: leaving waits for every batch handed over, then re-raises a commit's error."""
+    """Calls `commit` with each batch put, in order, on its own thread, inside `scope()`; use as
+    a context manager: leaving waits for every batch handed over, then re-raises a commit's
+    error."""
 
-    def __init__(self, commit: Callable[[Batch], None]) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Batch], None],
+        scope: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         self._commit = commit
+        self._scope = scope
         self._queue: queue.Queue = queue.Queue(maxsize=_DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pixseek-commit", daemon=True)
@@ -44,9 +51,14 @@ class Committer(Generic[Batch]):
         self._queue.put(batch)
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not _END:
-            if self._error is None:  # after a failure the rest are drained, not committed
-                try:
+        ended = False
+        try:
+            with self._scope():
+                while (batch := self._queue.get()) is not _END:
                     self._commit(batch)
-                except BaseException as error:  # re-raised on the handing-over thread
-                    self._error = error
+                ended = True
+        except BaseException as error:  # re-raised on the handing-over thread
+            self._error = error
+        if not ended:  # after a failure the rest are drained, not committed
+            while self._queue.get() is not _END:
+                pass

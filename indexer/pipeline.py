@@ -418,7 +418,8 @@ class _Run:
                 fresh = takes(row) and row.content_hash not in cached
                 (fresh_jpegs if fresh else others).append(row)
             settings = self.library.settings.indexer
-            with Committer(self._write_embedded) as committer:
+            catalog = self.library.catalog
+            with Committer(self._write_embedded, catalog.committing_thread) as committer:
                 embed_batched(
                     fresh_jpegs,
                     models,

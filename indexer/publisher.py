@@ -105,6 +105,8 @@ class Publisher:
         except BaseException as error:  # surfaced to the indexing thread by close()
             self._error = error
             self._drain()
+        finally:
+            self.library.catalog.release_thread()
 
     def _flush(self, rows: list[FileRow]) -> None:
         if rows:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 Batch = TypeVar("Batch")
@@ -19,17 +18,17 @@ _END = object()
 
 
 class Committer(Generic[Batch]):
-    """Calls `commit` with each batch put, in order, on its own thread, inside `scope()`; use as
-    a context manager: leaving waits for every batch handed over, then re-raises a commit's
-    error."""
+    """Calls `commit` with each batch put, in order, on its own thread (then `on_thread_end`
+    there); use as a context manager: leaving waits for every batch handed over, then re-raises
+    a commit's error."""
 
     def __init__(
         self,
         commit: Callable[[Batch], None],
-        scope: Callable[[], AbstractContextManager[object]] = nullcontext,
+        on_thread_end: Callable[[], None] = lambda: None,
     ) -> None:
         self._commit = commit
-        self._scope = scope
+        self._on_thread_end = on_thread_end
         self._queue: queue.Queue = queue.Queue(maxsize=_DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pixseek-commit", daemon=True)
@@ -51,14 +50,12 @@ class Committer(Generic[Batch]):
         self._queue.put(batch)
 
     def _run(self) -> None:
-        ended = False
         try:
-            with self._scope():
-                while (batch := self._queue.get()) is not _END:
-                    self._commit(batch)
-                ended = True
-        except BaseException as error:  # re-raised on the handing-over thread
-            self._error = error
-        if not ended:  # after a failure the rest are drained, not committed
-            while self._queue.get() is not _END:
-                pass
+            while (batch := self._queue.get()) is not _END:
+                if self._error is None:  # after a failure the rest are drained, not committed
+                    try:
+                        self._commit(batch)
+                    except BaseException as error:  # re-raised on the handing-over thread
+                        self._error = error
+        finally:
+            self._on_thread_end()

@@ -419,7 +419,7 @@ class _Run:
                 (fresh_jpegs if fresh else others).append(row)
             settings = self.library.settings.indexer
             catalog = self.library.catalog
-            with Committer(self._write_embedded, catalog.committing_thread) as committer:
+            with Committer(self._write_embedded, catalog.release_thread) as committer:
                 embed_batched(
                     fresh_jpegs,
                     models,

@@ -8,12 +8,10 @@ Chroma can be repaired or rebuilt from the cache without running the model.
 from __future__ import annotations
 
 import hashlib
-import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from pathlib import Path
@@ -179,8 +177,6 @@ class FileRow:
 
 
 _COLUMNS = [field.name for field in fields(FileRow)]
-log = logging.getLogger(__name__)
-CHECKPOINT_EVERY_S = 0.5
 MAX_PARAMETERS = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's limit
 _values = attrgetter(*_COLUMNS)  # a row's column values (dataclasses.astuple is 25 times slower)
 _INDEXED = (  # rows whose embedding for a model (first parameter) is cached
@@ -225,36 +221,6 @@ class Catalog:
             if connection in self._connections:
                 self._connections.remove(connection)
         connection.close()
-
-    @contextmanager
-    def committing_thread(self) -> Iterator[None]:
-        """For a thread that commits batch after batch, then ends (its connection is closed on
-        leaving). Meanwhile its commits leave WAL checkpoints (copying pages into the database
-        file and syncing it: a third of a batch's commit on the 2-core machine) to a thread of
-        their own, every `CHECKPOINT_EVERY_S`, and SQLite lets go of the interpreter lock for
-        both, so they overlap."""
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
-        stop = threading.Event()
-        checkpoints = threading.Thread(
-            target=self._checkpoint_until, args=(stop,), name="pixseek-checkpoint", daemon=True
-        )
-        checkpoints.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            checkpoints.join()
-            self.release_thread()
-
-    def _checkpoint_until(self, stop: threading.Event) -> None:
-        try:
-            while not stop.wait(CHECKPOINT_EVERY_S):
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as error:  # commits go on; a later one checkpoints as usual
-            log.warning("cannot checkpoint the catalog: %s", error)
-        finally:
-            self.release_thread()
 
     def close(self) -> None:
         """Close every connection."""

@@ -204,11 +204,11 @@ def _run(
     batched = uses_batched_decode(library)
     startup = _Startup(library, report, batched)
     try:
-        return _plan_and_index(
-            library, scans, report, started, progress, allow_deletes, settle_s, startup
-        )
+        _plan_and_index(library, scans, report, started, progress, allow_deletes, settle_s, startup)
     finally:
         startup.finish()
+    report.elapsed = time.perf_counter() - started
+    return report
 
 
 def _plan_and_index(
@@ -220,7 +220,7 @@ def _plan_and_index(
     allow_deletes: bool,
     settle_s: float,
     startup: _Startup,
-) -> IndexReport:
+) -> None:
     batched = startup.batched
     progress.start("hashing", sum(len(scan.files) for scan in scans))
     with report.phase("plan"):
@@ -257,9 +257,6 @@ def _plan_and_index(
         run.apply_deletes()
         with report.phase("publish"):
             publisher.close()
-    startup.finish()
-    report.elapsed = time.perf_counter() - started
-    return report
 
 
 class _Startup:
@@ -278,13 +275,12 @@ class _Startup:
 
     def start(self, changes: int = 0) -> None:
         """Begin loading in the background, for a run of about `changes` files to index."""
-        settings = self.library.settings.indexer
+        steps = [self._load_model]
         if self.batched:
+            settings = self.library.settings.indexer
             cores = worker_count(settings.workers)
             limits = self.library.limits
             self.readers = start_read_processes(changes, cores, settings.readers, limits)
-        steps = [self._load_model]
-        if self.batched:
             steps.append(self._warm_decoders)
         for step in steps:
             thread = threading.Thread(

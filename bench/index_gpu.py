@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -219,6 +220,7 @@ def pixseek_index(
     decoder: str = "auto",
     profile: Path | None = None,
     readers: str = "auto",
+    metadata: str = "full",
 ) -> dict:
     """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory.
 
@@ -231,7 +233,7 @@ def pixseek_index(
     settings = {
         "data_dir": str(data),
         "model": {"name": str(model_dir), "device": "cuda"},
-        "store": {"hnsw": hnsw},
+        "store": {"hnsw": hnsw, "metadata": metadata},
         "indexer": {"gpu_decoder": decoder, "readers": readers},
     }
     config.write_text(json.dumps(settings))
@@ -281,6 +283,11 @@ def main() -> int:
         default="auto",
         help="indexer.readers; with --quick a comma-separated list runs `pixseek index` per value",
     )
+    parser.add_argument(
+        "--metadata",
+        default="full",
+        help="store.metadata; with --quick a comma-separated list, run with each readers value",
+    )
     args = parser.parse_args()
     work = args.workdir.absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -294,13 +301,15 @@ def main() -> int:
         print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
         profile = work / f"profile-{name}.txt" if args.profile else None
         if args.quick:
-            for readers in args.readers.split(","):
+            for readers, metadata in itertools.product(
+                args.readers.split(","), args.metadata.split(",")
+            ):
                 report = pixseek_index(
                     work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder,
-                    profile, readers,
+                    profile, readers, metadata,
                 )  # fmt: skip
                 print(
-                    f"{name}, readers {readers}: cache "
+                    f"{name}, readers {readers}, metadata {metadata}: cache "
                     f"{report['decoded'] / report['cached_s']:,.0f}/s, searchable "
                     f"{report['decoded'] / report['elapsed']:,.0f}/s, process "
                     f"{report['wall_s']:.1f} s, phases {report['phases']}, "
@@ -316,7 +325,7 @@ def main() -> int:
         naive_rate = naive(paths[: args.naive], model_dir)
         report = pixseek_index(
             work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile,
-            args.readers,
+            args.readers, args.metadata,
         )  # fmt: skip
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]

@@ -61,6 +61,7 @@ class StoreSettings(Section):
     ssl: bool = False
     headers: dict[str, str] = Field(default_factory=dict)
     hnsw: HnswSettings = Field(default_factory=HnswSettings)
+    metadata: Literal["full", "lean"] = "full"
 
 
 class IndexerSettings(Section):

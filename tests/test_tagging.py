@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from pixseek.catalog import record_id
 from pixseek.config import load_config
@@ -136,3 +137,25 @@ def test_tags_on_the_api_detail_page_and_status_page(tagged):
             assert "alert:red circle" in httpx.get(f"{url}/status").text
     finally:
         library.close()
+
+
+def test_lean_records_hold_path_and_tags_and_filters_still_work(tmp_path, trained_clip):
+    root = shapes_gallery(tmp_path / "gallery", per_class=1)
+    config = write_classify_config(
+        tmp_path / "c.yaml", trained_clip, tmp_path / "data", [RED_ALERT]
+    )
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "store": {"metadata": "lean"}}))
+    cli = Cli(config)
+    assert cli.index(root)["embedded"] == 12
+    metadata = chroma_metadata(cli)
+    assert len(metadata) == 12
+    for name, meta in metadata.items():
+        assert set(meta) == {"path", "flagged", "tags"}, (name, meta)
+        assert meta["flagged"] is (colour_of(name) == "red"), (name, meta)
+    flagged = cli.json("search", "a red square", "--flagged", "only", "-k", "20")
+    assert sorted(Path(hit["path"]).name for hit in flagged) == sorted(
+        name for name in metadata if colour_of(name) == "red"
+    )
+    wide = cli.json("search", "a square", "--min-width", "129", "--flagged", "any")
+    assert wide == []  # the gallery's images are 128 wide: the catalog answers the filter

@@ -74,7 +74,7 @@ class IndexerSettings(Section):
     workers: int = Field(0, ge=0)
     decode: Literal["auto", "workers", "batched"] = "auto"
     gpu_decoder: Literal["auto", "nvimgcodec", "nvjpeg"] = "auto"
-    readers: Literal["threads", "processes", "auto"] = "threads"
+    readers: Literal["threads", "processes", "auto"] = "auto"
     queue_size: int = Field(256, ge=1)
     delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import Callable, Iterator
@@ -70,6 +71,14 @@ def model_settings(
     return settings(config, **{"model.name": model, "model.device": device, "data_dir": data_dir})
 
 
+@functools.cache  # once per process: later objects are left to the collector
+def _set_aside_startup_objects() -> None:
+    """Take what exists at the first open (torch, transformers and Chroma: about 400,000 objects,
+    living as long as the process) out of the cycle collector's passes, each of which otherwise
+    holds the interpreter lock for 0.2-0.35 s while files are scanned and indexed."""
+    gc.freeze()
+
+
 @contextmanager
 def open_library(
     loaded: LoadedConfig, writer: bool = False, take_over: bool = False, serving: bool = False
@@ -85,12 +94,7 @@ def open_library(
     except StoreLockedError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None
-    if not gc.get_freeze_count():
-        # What exists at the first open (torch, transformers and Chroma: about 400,000 objects)
-        # lives as long as the process. Set aside from the cycle collector, it no longer makes
-        # each full pass hold the interpreter lock for 0.2 s while files are scanned and indexed
-        # (on an H100, 640x480 runs went from 3,909-3,963 to 5,139-5,531 img/s into the cache).
-        gc.freeze()
+    _set_aside_startup_objects()
     try:
         yield library
     except ModelLoadError as error:

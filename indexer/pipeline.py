@@ -405,8 +405,9 @@ class _Run:
         rest through the decode workers."""
         rows = self.plan.to_decode
         if self.batched:
-            cached = self.library.catalog.cached_hashes(
-                self.library.model_key, (row.content_hash for row in rows if row.content_hash)
+            catalog, model = self.library.catalog, self.library.model_key
+            cached = catalog.cached_hashes(
+                model, (row.content_hash for row in rows if row.content_hash)
             )
             fresh_jpegs: list[FileRow] = []
             others: list[FileRow] = []
@@ -414,7 +415,6 @@ class _Run:
                 fresh = takes(row) and row.content_hash not in cached
                 (fresh_jpegs if fresh else others).append(row)
             settings = self.library.settings.indexer
-            catalog = self.library.catalog
             with Committer(self._write_embedded, catalog.release_thread) as committer:
                 embed_batched(
                     fresh_jpegs,
@@ -426,9 +426,7 @@ class _Run:
                     on_refused=lambda row, error: self.refuse(row, error.reason, error.retryable),
                     decoder=settings.gpu_decoder,
                     timed=functools.partial(self.report.phase, step=True),
-                    cached=functools.partial(
-                        self.library.catalog.cached_hashes, self.library.model_key
-                    ),
+                    cached=functools.partial(catalog.cached_hashes, model),
                     readers=readers,
                 )
             rows = others

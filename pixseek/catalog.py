@@ -358,11 +358,13 @@ class Catalog:
         return list(self.execute_in(sql, (INDEXED,), hashes))
 
     def execute_in(self, sql: str, params: tuple, values: Iterable[str]) -> Iterator[tuple]:
-        """Run `sql`, whose `IN ({})` takes the distinct `values`, 500 at a time; yields its
-        rows (none for a write, which happens as the iterator is consumed)."""
+        """Run `sql`, whose `IN ({})` takes the distinct `values`, as many per statement as
+        SQLite's limit on parameters allows; yields its rows (none for a write, which happens as
+        the iterator is consumed)."""
         wanted = list(set(values))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        step = MAX_PARAMETERS - len(params)
+        for start in range(0, len(wanted), step):
+            chunk = wanted[start : start + step]
             yield from self.db.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
 
     def phashes(self, hashes: Iterable[str]) -> dict[str, int]:

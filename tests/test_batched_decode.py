@@ -142,6 +142,35 @@ def test_batched_embeddings_match_the_reference(
         assert float(embedded[str(path)] @ theirs) >= 0.999, name
 
 
+def test_several_lanes_share_the_work(tmp_path, embedder):  # noqa: F811
+    """One lane per GPU (here two on the CPU): every file is embedded once, as by one lane."""
+    rows = []
+    for number in range(3 * embedder.batch_size + 5):  # batches go to the lanes in turn
+        path = tmp_path / f"{number:03}.jpg"
+        photo_like(64 + number, 48).save(path, quality=90)
+        rows.append(_row(path))
+
+    def run(lanes: int) -> dict[str, list[np.ndarray]]:
+        embedded: dict[str, list[np.ndarray]] = {}
+
+        def take(done: list) -> None:
+            for row, _, vector in done:
+                embedded.setdefault(row.path, []).append(vector)
+
+        embed_batched(
+            rows, [embedder] * lanes, LIMITS, workers=2, on_embedded=take,
+            on_leftover=lambda row: pytest.fail(f"{row.path} left over"),
+            on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+        )  # fmt: skip
+        return embedded
+
+    alone, shared = run(1), run(2)
+    assert sorted(shared) == sorted(row.path for row in rows)
+    assert all(len(vectors) == 1 for vectors in shared.values())
+    for path, (vector,) in shared.items():
+        np.testing.assert_allclose(vector, alone[path][0], atol=1e-5)
+
+
 def test_index_with_batched_decode(tmp_path, random_clip):
     root = tmp_path / "photos"
     root.mkdir()

@@ -304,8 +304,10 @@ def main() -> int:
             for readers, metadata in itertools.product(
                 args.readers.split(","), args.metadata.split(",")
             ):
+                # a data dir per run: chromadb keeps one client per path in this process
                 report = pixseek_index(
-                    work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder,
+                    work / name, model_dir, work / f"run-{name}-{readers}-{metadata}",
+                    args.hnsw, args.decoder,
                     profile, readers, metadata,
                 )  # fmt: skip
                 print(

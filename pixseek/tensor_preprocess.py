@@ -82,7 +82,7 @@ def _by_matrices(images: list[torch.Tensor], spec: PreprocessSpec) -> torch.Tens
     rows = _bicubic_weights(height, new_height, crop_height, first.device, dtype)
     columns = _bicubic_weights(width, new_width, crop_width, first.device, dtype)
     count = len(images)
-    if first.is_cuda and first.permute(1, 2, 0).is_contiguous():
+    if first.permute(1, 2, 0).is_contiguous():
         # Interleaved RGB as the decoder wrote it: rows first, over [h, 3w] matrices as they lie.
         stacked = torch.stack([image.permute(1, 2, 0) for image in images]).to(dtype)
         tall = torch.bmm(rows.expand(count, -1, -1), stacked.view(count, height, 3 * width))

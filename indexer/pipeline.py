@@ -150,10 +150,13 @@ def index_roots(
     progress: Progress | None = None,
     allow_deletes: bool = False,
     settle_s: float = 0.0,
+    early_readers: ReadProcesses | None = None,
 ) -> IndexReport:
     """Bring the catalog and Chroma in line with the files under `roots`.
 
     With `settle_s`, files modified more recently than that are left for a later run.
+    `early_readers` (from `read_processes.start_early`) read the files if the run wants read
+    processes; they are ended when the run ends either way.
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -162,7 +165,7 @@ def index_roots(
         report.retagged = sync_tags(library).changed
     with report.phase("scan"):
         scans = [scan_root(normalise_root(root), library.settings.indexer) for root in roots]
-    return _run(library, scans, report, started, progress, allow_deletes, settle_s)
+    return _run(library, scans, report, started, progress, allow_deletes, settle_s, early_readers)
 
 
 def index_paths(
@@ -199,10 +202,11 @@ def _run(
     progress: Progress | None,
     allow_deletes: bool,
     settle_s: float,
+    early_readers: ReadProcesses | None = None,
 ) -> IndexReport:
     progress = progress or _Silent()
     batched = uses_batched_decode(library)
-    startup = _Startup(library, report, batched)
+    startup = _Startup(library, report, batched, early_readers)
     try:
         _plan_and_index(library, scans, report, started, progress, allow_deletes, settle_s, startup)
     finally:
@@ -262,15 +266,23 @@ def _plan_and_index(
 class _Startup:
     """What a run starts while files are hashed: loading the model on a thread; for the batched
     path also warming the model up, and on another thread the JPEG decoders (both start-ups are
-    mostly GPU driver work, so they overlap), and, for a large run, read processes."""
+    mostly GPU driver work, so they overlap), and, for a large run, read processes (or takes
+    the ones started early)."""
 
-    def __init__(self, library: Library, report: IndexReport, batched: bool) -> None:
+    def __init__(
+        self,
+        library: Library,
+        report: IndexReport,
+        batched: bool,
+        early_readers: ReadProcesses | None = None,
+    ) -> None:
         self.library = library
         self.report = report
         self.batched = batched
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._models: Future[list[Embedder]] = Future()
+        self._early_readers = early_readers
         self.readers: ReadProcesses | None = None
 
     def start(self, changes: int = 0) -> None:
@@ -280,7 +292,10 @@ class _Startup:
             settings = self.library.settings.indexer
             cores = worker_count(settings.workers)
             limits = self.library.limits
-            self.readers = start_read_processes(changes, cores, settings.readers, limits)
+            self.readers = start_read_processes(
+                changes, cores, settings.readers, limits, self._early_readers
+            )
+            self._early_readers = None
             steps.append(self._warm_decoders)
         for step in steps:
             thread = threading.Thread(
@@ -343,9 +358,10 @@ class _Startup:
         the read processes."""
         for thread in self._threads:
             thread.join()
-        if self.readers is not None:
-            self.readers.close()
-            self.readers = None
+        for readers in (self.readers, self._early_readers):
+            if readers is not None:
+                readers.close()
+        self.readers = self._early_readers = None
 
 
 def uses_batched_decode(library: Library) -> bool:

@@ -25,7 +25,7 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from pixseek.indexer.reads import (
     untimed,
 )
 
+if TYPE_CHECKING:
+    from pixseek.config import Settings
+
 log = logging.getLogger(__name__)
 
 ARENA_BYTES = 4 << 30  # address space, not memory: only buffers in use are ever touched
@@ -56,14 +59,39 @@ Answer = tuple[int, str | None, tuple] | tuple[str, bool] | None
 
 
 def start_read_processes(
-    files: int, cores: int, readers: str, limits: Limits
+    files: int, cores: int, readers: str, limits: Limits, early: ReadProcesses | None = None
 ) -> ReadProcesses | None:
     """Read processes for a run of about `files` files (`indexer.readers`), or None, so threads
     read: for `threads`, for small runs with `auto`, and where the system has no anonymous shared
-    memory. One per core, up to `MAX_READ_PROCESSES`. Start them before the run needs them:
-    each takes a few tenths of a second to import what it needs."""
+    memory. One per core, up to `MAX_READ_PROCESSES`. Processes started `early` (as the command
+    began) are used if the run wants read processes and ended if it does not."""
     if readers == "threads" or (readers == "auto" and files < MIN_FILES):
+        if early is not None:
+            early.close()
         return None
+    return early or _start_read_processes(cores, limits)
+
+
+def start_early(settings: Settings) -> ReadProcesses | None:
+    """Read processes started as an indexing command begins, before it imports torch and loads
+    the model: each takes a few tenths of a second (on some machines over a second) to import
+    what it needs, and this way they have done so before the run's first files are read. None
+    where the run would read in threads anyway: read threads asked for, decoding by the CPU
+    workers, or no NVIDIA GPU to be seen (`/dev/nvidiactl`). `start_read_processes` then keeps
+    them for a large batched run, and ends them otherwise."""
+    indexer = settings.indexer
+    if indexer.readers == "threads" or indexer.decode == "workers":
+        return None
+    if indexer.decode == "auto" and (
+        settings.model.device == "cpu" or not os.path.exists("/dev/nvidiactl")
+    ):
+        return None
+    from pixseek.indexer.decode import worker_count  # not imported by the read processes
+
+    return _start_read_processes(worker_count(indexer.workers), Limits.of(indexer))
+
+
+def _start_read_processes(cores: int, limits: Limits) -> ReadProcesses | None:
     try:
         return ReadProcesses(max(1, min(cores, MAX_READ_PROCESSES)), limits)
     except (OSError, AttributeError) as error:  # no memfd here: threads read instead

@@ -26,6 +26,7 @@ from pixseek.config import IndexerSettings
 from pixseek.indexer.dirty import DirtyPaths
 from pixseek.indexer.observe import RootWatches
 from pixseek.indexer.pipeline import IndexReport, index_paths, index_roots
+from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.scan import is_wanted, locate
 from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
@@ -57,10 +58,12 @@ def watch(
     stop: threading.Event,
     on_report: Callable[[IndexReport], None] = lambda _report: None,
     status: WatchStatus | None = None,
+    early_readers: ReadProcesses | None = None,
 ) -> None:
     """Reconcile, then index dirty paths as they settle and reconcile periodically, until `stop`.
 
     `on_report` gets every full reconcile's report and every other run that changed something.
+    `early_readers` (from `read_processes.start_early`) serve the first reconcile.
     """
     settings = library.settings.watch
     status = status or WatchStatus()
@@ -76,8 +79,11 @@ def watch(
         if full or report.changed:
             on_report(report)
 
-    def reconcile(which: Sequence[str]) -> None:
-        run(lambda: index_roots(library, which, status, settle_s=settings.settle_s), full=True)
+    def reconcile(which: Sequence[str], readers: ReadProcesses | None = None) -> None:
+        index = partial(
+            index_roots, library, which, status, settle_s=settings.settle_s, early_readers=readers
+        )
+        run(index, full=True)
 
     def follow_roots() -> list[str]:
         gone, back = watches.refresh()
@@ -92,7 +98,7 @@ def watch(
     follow_roots()
     status.running = True
     try:
-        reconcile(roots)
+        reconcile(roots, early_readers)
         next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
         while not stop.wait(TICK_S):
             back = follow_roots()

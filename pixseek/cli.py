@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,7 +87,7 @@ def index(
     ] = False,
 ) -> None:
     """Index folders once: new, edited, moved and deleted files are brought up to date."""
-    from pixseek.indexer.pipeline import index_roots
+    from pixseek.indexer.read_processes import start_early
 
     loaded = settings(
         config,
@@ -97,6 +98,9 @@ def index(
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")
         raise typer.Exit(2)
+    early_readers = start_early(loaded.settings)  # they start while torch is imported
+    from pixseek.indexer.pipeline import index_roots
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -107,10 +111,13 @@ def index(
         TimeElapsedColumn(),
     )
     with (
+        early_readers or nullcontext(),
         open_library(loaded, writer=True) as library,
         Progress(*columns, console=err, disable=json_output, transient=True) as progress,
     ):
-        report = index_roots(library, roots, _Bar(progress), allow_deletes=allow_deletes)
+        report = index_roots(
+            library, roots, _Bar(progress), allow_deletes, early_readers=early_readers
+        )
     if json_output:
         out.print_json(data=report.as_dict())
         return
@@ -131,14 +138,16 @@ def watch(
     """Index folders, then keep watching them until interrupted (Ctrl-C)."""
     import threading
 
+    from pixseek.indexer.read_processes import start_early
     from pixseek.indexer.scan import normalise_root
-    from pixseek.indexer.watch import watch as run_watch
 
     loaded = model_settings(config, model, device, data_dir)
     roots = [normalise_root(root) for root in paths or loaded.settings.indexer.roots]
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")
         raise typer.Exit(2)
+    early_readers = start_early(loaded.settings)  # they start while torch is imported
+    from pixseek.indexer.watch import watch as run_watch
 
     def show(report) -> None:
         if json_output:
@@ -148,10 +157,10 @@ def watch(
                 err.print(f"[yellow]warning:[/] {note}", highlight=False)
             out.print(report.summary(), highlight=False, markup=False)
 
-    with open_library(loaded, writer=True) as library:
+    with early_readers or nullcontext(), open_library(loaded, writer=True) as library:
         err.print(f"watching {', '.join(roots)} (Ctrl-C to stop)", highlight=False)
         try:
-            run_watch(library, roots, threading.Event(), show)
+            run_watch(library, roots, threading.Event(), show, early_readers=early_readers)
         except KeyboardInterrupt:
             err.print("stopped")
 
@@ -176,13 +185,8 @@ def serve(
     """Index, keep watching, and serve the search UI and JSON API, all in one process."""
     import threading
 
-    import uvicorn
-
+    from pixseek.indexer.read_processes import start_early
     from pixseek.indexer.scan import normalise_root
-    from pixseek.indexer.status import WatchStatus
-    from pixseek.indexer.tagging import sync_tags
-    from pixseek.indexer.watch import watch as run_watch
-    from pixseek.web.app import create_app
 
     loaded = settings(
         config,
@@ -200,13 +204,26 @@ def serve(
         err.print("error: --no-index serves what another process indexes: name no folders")
         raise typer.Exit(2)
     roots = [] if no_index else [normalise_root(r) for r in paths or loaded.settings.indexer.roots]
+    early_readers = start_early(loaded.settings) if roots else None  # while torch is imported
+    import uvicorn
+
+    from pixseek.indexer.status import WatchStatus
+    from pixseek.indexer.tagging import sync_tags
+    from pixseek.indexer.watch import watch as run_watch
+    from pixseek.web.app import create_app
+
     # a web-only process needs no lock with a Chroma server, but embedded Chroma is its alone
     writer = not no_index or loaded.settings.store.mode == "embedded"
-    with open_library(loaded, writer=writer, serving=True) as library:
+    with (
+        early_readers or nullcontext(),
+        open_library(loaded, writer=writer, serving=True) as library,
+    ):
         status, stop = WatchStatus(roots=roots), threading.Event()
         show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
         watcher = threading.Thread(
-            target=run_watch, args=(library, roots, stop, show, status), daemon=True
+            target=run_watch,
+            args=(library, roots, stop, show, status, early_readers),
+            daemon=True,
         )
         if roots:
             watcher.start()  # its first reconcile re-tags if the label sets changed

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pillow_heif
@@ -20,6 +21,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pixseek.jpeg_markers import read_frame
 from pixseek.phash import perceptual_hash
+
+if TYPE_CHECKING:
+    from pixseek.config import IndexerSettings
 
 pillow_heif.register_heif_opener()
 
@@ -65,6 +69,11 @@ class Limits:
 
     max_bytes: int
     max_pixels: int
+
+    @classmethod
+    def of(cls, indexer: IndexerSettings) -> Limits:
+        """The caps `indexer.max_file_mb` and `indexer.max_pixels` set."""
+        return cls(max_bytes=int(indexer.max_file_mb * 1e6), max_pixels=indexer.max_pixels)
 
 
 @dataclass(frozen=True)

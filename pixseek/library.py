@@ -71,8 +71,7 @@ class Library:
     @property
     def limits(self) -> Limits:
         """Decode caps from the indexer settings."""
-        indexer = self.settings.indexer
-        return Limits(max_bytes=int(indexer.max_file_mb * 1e6), max_pixels=indexer.max_pixels)
+        return Limits.of(self.settings.indexer)
 
     def publish(self, rows: Sequence[FileRow]) -> None:
         """Write rows to Chroma with cached embeddings and tags (the catalog is the source), in

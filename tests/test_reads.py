@@ -15,8 +15,14 @@ import pytest
 from PIL import Image
 
 from pixseek.catalog import FileRow, content_hash
+from pixseek.config import load_config
 from pixseek.imaging import ImageError, Limits
-from pixseek.indexer.read_processes import MIN_FILES, ReadProcesses, start_read_processes
+from pixseek.indexer.read_processes import (
+    MIN_FILES,
+    ReadProcesses,
+    start_early,
+    start_read_processes,
+)
 from pixseek.indexer.reads import Buffers, Item, read_items
 from tests.test_parity import LIMITS, photo_like
 
@@ -145,3 +151,26 @@ def test_read_processes_start_for_large_runs_only_unless_asked():
         assert started is not None
         with started:
             assert len(started.pids) == 2
+
+
+def test_read_processes_started_early_serve_a_large_batched_run_and_end_for_others(tmp_path):
+    """`pixseek index` starts them before importing torch, when its run could use them."""
+
+    def early(**indexer: object) -> ReadProcesses | None:
+        overrides = {"data_dir": str(tmp_path), "model": {"device": "cpu"}, "indexer": indexer}
+        return start_early(load_config(None, overrides).settings)
+
+    assert early(decode="batched", readers="threads") is None
+    assert early(decode="workers", readers="processes") is None
+    assert early(decode="auto", readers="processes") is None  # a CPU model: decode workers
+
+    started = early(decode="batched", readers="auto", workers=2)
+    assert started is not None
+    with started:
+        assert len(started.pids) == 2
+        assert start_read_processes(MIN_FILES, 4, "auto", LIMITS, started) is started
+
+    small = early(decode="batched", readers="auto", workers=1)
+    assert small is not None
+    assert start_read_processes(MIN_FILES - 1, 4, "auto", LIMITS, small) is None
+    assert not any(Path(f"/proc/{pid}").exists() for pid in small.pids), "ended, not left over"

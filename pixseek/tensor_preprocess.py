@@ -57,10 +57,11 @@ def resize_crop(
     for (height, width), positions in groups.items():
         per_chunk = max(1, _CHUNK_BYTES // (3 * height * width * 4))
         for start in range(0, len(positions), per_chunk):
-            chunk = [images[position] for position in positions[start : start + per_chunk]]
-            out = _by_matrices(chunk, spec) if by_matrices else _by_interpolation(chunk, spec)
-            for position, one in zip(positions[start : start + per_chunk], out, strict=True):
-                results[position] = one
+            chunk = positions[start : start + per_chunk]
+            same_size = [images[position] for position in chunk]
+            resize = _by_matrices if by_matrices else _by_interpolation
+            for position, out in zip(chunk, resize(same_size, spec), strict=True):
+                results[position] = out
     return torch.stack(results)  # type: ignore[arg-type]
 
 

@@ -18,6 +18,7 @@ Chroma upserts run at roughly 1,000 records/s on 2 cores, so building 100k takes
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -261,6 +262,8 @@ def main() -> None:
             line += f"{'n/a':>9}"
         print(line, flush=True)
     library.close()
+    if not options.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _p(values: list[float], percent: int) -> float:

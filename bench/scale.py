@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,8 @@ def main() -> None:
     hnsw = {"m": options.m, "construction_ef": options.construction_ef}
     hnsw["search_ef"] = options.search_ef
     with ExitStack() as stack:
+        if not options.workdir:
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
         store: dict[str, object] = {"mode": options.mode, "hnsw": hnsw}
         server = None
         if options.mode == "http":

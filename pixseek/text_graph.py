@@ -34,18 +34,26 @@ class TextGraph:
 
     def __call__(self, token_ids: list[int]) -> torch.Tensor:
         """The text embedding (unnormalised, model dtype) for one tokenised text."""
-        ids = token_ids[: self.length]
-        padded = torch.tensor(ids + [self.pad_id] * (self.length - len(ids)), dtype=torch.long)
-        self.ids.copy_(padded.view(1, -1), non_blocking=False)
+        self.ids.copy_(full_length_ids(token_ids, self.length, self.pad_id), non_blocking=False)
         self.graph.replay()
         return self.output
 
 
+def full_length_ids(token_ids: list[int], length: int, pad_id: int) -> torch.Tensor:
+    """One [1, length] row of token ids, cut or padded to `length`: the graph's fixed input."""
+    ids = token_ids[:length]
+    return torch.tensor([ids + [pad_id] * (length - len(ids))], dtype=torch.long)
+
+
+def pad_id_of(tokenizer) -> int:
+    """The id that fills a query out to the full context length."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def capture(model: torch.nn.Module, tokenizer, length: int, device: torch.device):
     """A TextGraph, or None where capture fails (the eager path is then used)."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     try:
-        return TextGraph(model, length, pad_id, device)
+        return TextGraph(model, length, pad_id_of(tokenizer), device)
     except RuntimeError as error:
         log.warning("text queries run eagerly: CUDA graph capture failed: %s", error)
         return None

@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoProcessor
 from pixseek.config import ModelSettings
 from pixseek.embedder import Embedder
 from pixseek.imaging import Limits, prepare_image
+from pixseek.text_graph import full_length_ids, pad_id_of
 
 LIMITS = Limits(max_bytes=50_000_000, max_pixels=50_000_000)
 
@@ -149,3 +150,31 @@ def test_bf16_on_cpu_stays_close_to_fp32(random_clip, embedder, tmp_path):
     path, _ = CASES["jpeg"](photo_like(), tmp_path)
     pixels = prepare_image(path, LIMITS, embedder.spec).pixels
     assert float(fast.encode_pixels([pixels])[0] @ embedder.encode_pixels([pixels])[0]) >= 0.999
+
+
+QUERIES = ["a red circle", "blue", "a yellow triangle on green " * 12]  # the last one is cut
+
+
+def test_full_length_ids_embed_like_the_masked_batch(embedder):
+    """On a GPU, one query replays a CUDA graph fed ids padded to the whole context with no
+    attention mask; those ids give the masked batch's embeddings (CLIP's text tower is causal
+    and pools at the end-of-text token)."""
+    tokenizer, model = embedder.processor.tokenizer, embedder.model
+    length = model.config.text_config.max_position_embeddings
+    batched = embedder.encode_texts(QUERIES)
+    for text, expected in zip(QUERIES, batched, strict=True):
+        ids = tokenizer(text, truncation=True, max_length=length)["input_ids"]
+        with torch.inference_mode():
+            output = model.get_text_features(
+                input_ids=full_length_ids(ids, length, pad_id_of(tokenizer))
+            )
+        assert float(_unit(output)[0] @ expected) >= 0.99999, text
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_text_queries_through_the_cuda_graph_match_the_batch(random_clip):
+    model = Embedder(ModelSettings(name=str(random_clip), device="cuda"), text_graph=True)
+    assert model.text_graph_ready
+    batched = model.encode_texts(QUERIES)
+    alone = np.concatenate([model.encode_texts([text]) for text in QUERIES])
+    assert np.min(np.sum(alone * batched, axis=1)) >= 0.999

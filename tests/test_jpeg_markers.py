@@ -54,7 +54,30 @@ PLAIN = {
     "exif without a date": lambda: _jpeg(exif=_exif(None, dated=False)),
     "exif with a bad orientation": lambda: _jpeg(exif=_exif(42)),
     "cmyk": lambda: _jpeg(photo_like(320, 240).convert("CMYK")),
+    "fill bytes before markers": lambda: _filled(_jpeg(exif=_exif(8))),
+    "a stray restart marker (no length) in the header": lambda: (
+        _jpeg()[:2] + b"\xff\xd3" + _jpeg()[2:]
+    ),
 }
+
+
+def _filled(data: bytes) -> bytes:
+    """Every marker of the header preceded by two fill bytes (0xFF), as the standard allows."""
+    header_end = data.index(b"\xff\xda")
+    return data[:2] + data[2:header_end].replace(b"\xff", b"\xff\xff\xff") + data[header_end:]
+
+
+def _frame_changed(data: bytes, marker: int | None = None, **fields: int) -> bytes:
+    """`data` with its frame header's marker or fields (precision, height, width) changed."""
+    start = data.index(b"\xff\xc0")
+    header = bytearray(data)
+    if marker is not None:
+        header[start + 1] = marker
+    offsets = {"precision": 4, "height": 5, "width": 7}
+    for name, value in fields.items():
+        size = 1 if name == "precision" else 2
+        header[start + offsets[name] : start + offsets[name] + size] = value.to_bytes(size, "big")
+    return bytes(header)
 
 
 @pytest.mark.parametrize("name", PLAIN)
@@ -96,6 +119,28 @@ def test_damaged_headers_are_left_to_pillow_with_the_same_answer(damage):
     expected = _read_header_with_pillow(data, LIMITS)
     assert read_jpeg_header(data, LIMITS) == expected
     assert read_jpeg_header(_as_read(data), LIMITS) == expected
+
+
+@pytest.mark.parametrize(
+    "unusual",
+    [
+        lambda data: _frame_changed(data, precision=12),  # 12-bit samples
+        lambda data: _frame_changed(data, marker=0xC9),  # arithmetic coding
+        lambda data: _frame_changed(data, marker=0xC3),  # lossless
+        lambda data: _frame_changed(data, height=0),  # height given later, by a DNL marker
+        lambda data: data[:2] + data[2:].replace(b"\xff\xc4", _frame(data) + b"\xff\xc4", 1),
+    ],
+    ids=["12-bit", "arithmetic", "lossless", "height from DNL", "two frame headers"],
+)
+def test_codings_the_walk_does_not_take_are_left_to_pillow(unusual):
+    data = unusual(_jpeg(exif=_exif(6)))
+    assert read_frame(data) is None
+    assert read_jpeg_header(data, LIMITS) == _read_header_with_pillow(data, LIMITS)
+
+
+def _frame(data: bytes) -> bytes:
+    start = data.index(b"\xff\xc0")
+    return data[start : start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")]
 
 
 def _as_read(data: bytes) -> memoryview:

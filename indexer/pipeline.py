@@ -24,7 +24,13 @@ from typing import Protocol
 import numpy as np
 
 from pixseek.catalog import FAILED, INDEXED, FileRow, content_hash
-from pixseek.embedder import Embedder, image_geometry, resolve_batch_size, resolve_devices
+from pixseek.embedder import (
+    MODEL_FILE_ERRORS,
+    Embedder,
+    image_geometry,
+    resolve_batch_size,
+    resolve_devices,
+)
 from pixseek.imaging import JpegHeader, PreparedImage
 from pixseek.indexer.batched import (
     Embedded,
@@ -331,7 +337,7 @@ class _Startup:
         settings = self.library.settings.model
         try:
             spec = image_geometry(settings.name)
-        except OSError:
+        except MODEL_FILE_ERRORS:
             self.wait()  # the loader's error says what is wrong with the model
             return list(self.library.embedders)
         models: list[LaneModel] = []

@@ -218,6 +218,8 @@ def serve(
         early_readers or nullcontext(),
         open_library(loaded, writer=writer, serving=True) as library,
     ):
+        # A model that cannot load ends the command here, before anything is served.
+        _ = library.embedder if no_index else library.embedders
         status, stop = WatchStatus(roots=roots), threading.Event()
         show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
         watcher = threading.Thread(

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+MODEL_FILE_ERRORS = (OSError, ValueError)  # what transformers raises for missing model files
+
+
 class ModelLoadError(RuntimeError):
     """The model named in `model.name` could not be loaded."""
 
@@ -54,8 +57,13 @@ def resolve_devices(device: str) -> list[torch.device]:
         return [torch.device("cpu")]
     if not torch.cuda.is_available():
         raise ModelLoadError(f"model.device is {device!r} but no CUDA device is available")
+    visible = torch.cuda.device_count()
     if device in ("auto", "cuda"):
-        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+        return [torch.device("cuda", index) for index in range(visible)]
+    if torch.device(device).index >= visible:
+        raise ModelLoadError(
+            f"model.device is {device!r} but only {visible} CUDA device(s) are visible"
+        )
     return [torch.device(device)]
 
 
@@ -100,7 +108,7 @@ class Embedder:
         try:
             self.processor = AutoProcessor.from_pretrained(settings.name)
             model = AutoModel.from_pretrained(settings.name, dtype=self.dtype)
-        except OSError as error:
+        except MODEL_FILE_ERRORS as error:
             raise ModelLoadError(_load_hint(settings.name, error)) from None
         if not hasattr(model, "get_image_features"):
             raise ModelLoadError(f"{settings.name} is not a CLIP-family model (no image tower)")
@@ -205,6 +213,16 @@ def preprocess_spec(image_processor) -> PreprocessSpec:
 
 
 def _load_hint(name: str, error: Exception) -> str:
+    if Path(name).is_dir():
+        return (
+            f"cannot load model {name!r}: the directory holds no complete CLIP model and "
+            f"processor ({error})\nSave both into it: `model.save_pretrained(DIR)` and "
+            "`processor.save_pretrained(DIR)`."
+        )
+    if name.startswith(("/", ".", "~")):
+        tilde = " (`~` is not expanded in config files: write the full path)"
+        tilde = tilde if name.startswith("~") else ""
+        return f"cannot load model {name!r}: no such directory{tilde}"
     return (
         f"cannot load model {name!r}: {error}\n"
         "If this machine is offline and the model is not in the Hugging Face cache, download it "

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from pixseek.catalog import record_id
 from tests.conftest import Cli, write_config
@@ -83,9 +84,28 @@ def test_bad_queries_get_clear_errors(shapes_library, tmp_path):
     assert "empty" in cli.run("search", "   ", expect=2)
 
 
-def test_missing_model_says_how_to_use_a_local_directory(tmp_path):
-    cli = Cli(write_config(tmp_path / "c.yaml", tmp_path / "no-model", tmp_path / "data"))
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("no-model", "no such directory"),
+        ("empty", "holds no complete CLIP model"),
+        ("someone/clip-not-in-the-cache", "local directory"),
+    ],
+)
+def test_a_model_that_cannot_load_says_why(tmp_path, model, says):
+    """A missing directory, one without the model's files, or a hub id while offline: the
+    command ends with the reason and a way out, never a traceback."""
+    (tmp_path / "empty").mkdir()
+    name = model if "/" in model else str(tmp_path / model)
+    cli = Cli(write_config(tmp_path / "c.yaml", name, tmp_path / "data"))
     (tmp_path / "pics").mkdir()
     draw_shape("red", "circle", 64).save(tmp_path / "pics" / "a.jpg")
     output = cli.run("index", str(tmp_path / "pics"), expect=1)
-    assert "cannot load model" in output and "local directory" in output
+    assert f"cannot load model {name!r}" in output and says in output
+
+
+def test_a_device_that_is_not_there_is_named(cli, gallery):
+    """`model.device: cuda` without a GPU, or `cuda:N` past the visible GPUs."""
+    device = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    output = cli.run("index", str(gallery), "--device", device, expect=1)
+    assert f"model.device is {device!r}" in output

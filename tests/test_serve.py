@@ -117,3 +117,24 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path, random_clip):
     )
     assert run.returncode == 2 and "without a token" in run.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_serve_with_a_model_that_cannot_load_says_why_and_serves_nothing(tmp_path, random_clip):
+    """Not a server that answers every search with an error while its indexer has died."""
+    model = shutil.copytree(random_clip, tmp_path / "model")
+    for name in ("processor_config.json", "preprocessor_config.json"):  # no image processor
+        (model / name).unlink(missing_ok=True)
+    config = write_config(tmp_path / "c.yaml", model, tmp_path / "data")
+    (tmp_path / "pics").mkdir()
+    draw_shape("red", "circle", 32).save(tmp_path / "pics" / "a.jpg")
+    port = free_port()
+    run = subprocess.run(
+        [sys.executable, "-m", "pixseek.cli", "serve", str(tmp_path / "pics"), "--port", str(port)],
+        env=os.environ | {"PIXSEEK_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1, run.stderr
+    assert f"cannot load model {str(model)!r}" in run.stderr and "Traceback" not in run.stderr
+    assert "serving" not in run.stderr

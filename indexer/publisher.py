@@ -80,6 +80,7 @@ class Publisher:
     def _run(self) -> None:
         pending: list[FileRow] = []
         due = 0.0  # when the oldest pending row must be in Chroma
+        closing = False
         try:
             while True:
                 wait = max(due - time.monotonic(), 0.0) if pending else None
@@ -88,6 +89,7 @@ class Publisher:
                 except queue.Empty:
                     item = ("flush", ())
                 if item is None:
+                    closing = True
                     break
                 kind, payload = item
                 if kind == "upsert":
@@ -104,7 +106,8 @@ class Publisher:
             self._flush(pending)
         except BaseException as error:  # surfaced to the indexing thread by close()
             self._error = error
-            self._drain()
+            if not closing:  # take what is still asked for, up to close()'s stop
+                self._drain()
         finally:
             self.library.catalog.release_thread()
 

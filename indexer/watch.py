@@ -3,11 +3,14 @@
 Events are only hints (watchdog loses them on overflow, on moves out of the tree, on network
 shares). They mark paths dirty; once a path has settled, a run looks at the dirty paths only, a
 folder by prefix. A periodic full reconcile catches whatever no event announced, and so does a
-rescan when more paths are pending than `watch.max_pending`.
+rescan when more paths are pending than `watch.max_pending`. A run that fails for a reason that
+may pass (a store that went away, a full disk) is noted, and a full reconcile retries it soon
+after, backing off while it keeps failing; its repair step publishes what the failed run left.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -23,6 +26,7 @@ from watchdog.events import (
 )
 
 from pixseek.config import IndexerSettings
+from pixseek.embedder import ModelLoadError
 from pixseek.indexer.dirty import DirtyPaths
 from pixseek.indexer.observe import RootWatches
 from pixseek.indexer.pipeline import IndexReport, index_paths, index_roots
@@ -30,8 +34,12 @@ from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.scan import is_wanted, locate
 from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
+from pixseek.lock import StoreLockedError
 
 TICK_S = 0.1
+RETRY_FIRST_S = 2.0  # after a failed run; doubled on each failure in a row
+FATAL_ERRORS = (ModelLoadError, StoreLockedError)  # retrying would not help: the command ends
+log = logging.getLogger(__name__)
 _READS = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE}  # our own hashing and decoding
 
 
@@ -71,19 +79,37 @@ def watch(
     status.roots, status.dirty = list(roots), dirty
     watches = RootWatches(roots, settings, _MarkDirty(dirty, roots, library.settings.indexer))
 
-    def run(index: Callable[[], IndexReport], full: bool) -> None:
-        report = index()
+    failures = 0
+
+    def run(index: Callable[[], IndexReport], full: bool) -> float | None:
+        """Run `index`; if it fails for a reason that may pass (a store that went away, a full
+        disk), note it and return in how many seconds a full reconcile should retry."""
+        nonlocal failures
+        try:
+            report = index()
+        except FATAL_ERRORS:
+            raise
+        except Exception as error:
+            failures += 1
+            retry_s = min(RETRY_FIRST_S * 2 ** (failures - 1), settings.reconcile_minutes * 60)
+            text = f"indexing failed ({type(error).__name__}: {error}); a full pass retries in"
+            log.warning("%s %.0f s", text, retry_s)
+            log.debug("the failed run", exc_info=True)
+            status.note(f"{text} {retry_s:.0f} s")
+            return retry_s
+        failures = 0
         status.finished(report, full)
         for path in report.deferred_paths:
             dirty.mark(path)
         if full or report.changed:
             on_report(report)
+        return None
 
-    def reconcile(which: Sequence[str], readers: ReadProcesses | None = None) -> None:
+    def reconcile(which: Sequence[str], readers: ReadProcesses | None = None) -> float | None:
         index = partial(
             index_roots, library, which, status, settle_s=settings.settle_s, early_readers=readers
         )
-        run(index, full=True)
+        return run(index, full=True)
 
     def follow_roots() -> list[str]:
         gone, back = watches.refresh()
@@ -97,13 +123,17 @@ def watch(
     watches.start()
     follow_roots()
     status.running = True
+
+    def next_pass(retry_s: float | None) -> float:
+        """When the next full reconcile is due: soon after a failure, else after the interval."""
+        return time.monotonic() + (settings.reconcile_minutes * 60 if retry_s is None else retry_s)
+
     try:
-        reconcile(roots, early_readers)
-        next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
+        next_reconcile = next_pass(reconcile(roots, early_readers))
         while not stop.wait(TICK_S):
             back = follow_roots()
-            if back:
-                reconcile(back)
+            if back and (retry_s := reconcile(back)) is not None:
+                next_reconcile = min(next_reconcile, next_pass(retry_s))
             if dirty.take_overflow():
                 status.rescans += 1
                 status.note(
@@ -112,11 +142,12 @@ def watch(
                 )
                 next_reconcile = 0.0
             if time.monotonic() >= next_reconcile:
-                reconcile(roots)
-                next_reconcile = time.monotonic() + settings.reconcile_minutes * 60
+                next_reconcile = next_pass(reconcile(roots))
             paths = dirty.take_settled()
-            if paths:
-                run(partial(index_paths, library, paths, roots, status, settings.settle_s), False)
+            if paths:  # a failed run's paths are left to the retrying full pass
+                index = partial(index_paths, library, paths, roots, status, settings.settle_s)
+                if (retry_s := run(index, False)) is not None:
+                    next_reconcile = min(next_reconcile, next_pass(retry_s))
     finally:
         status.running = False
         watches.stop()

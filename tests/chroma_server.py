@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_chroma(path: Path) -> Iterator[int]:
-    """Start the chromadb package's server on data directory `path`; yield its port."""
+def running_chroma(path: Path, port: int | None = None) -> Iterator[int]:
+    """Start the chromadb package's server on data directory `path` (and `port`, default a
+    free one); yield its port."""
     chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = free_port()
+    port = port or free_port()
     command = [chroma, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pixseek.indexer.pipeline import IndexReport
 from pixseek.indexer.status import WatchStatus
 from pixseek.indexer.watch import watch
 from pixseek.library import Library
+from tests.chroma_server import free_port, running_chroma
 from tests.conftest import write_config
 from tests.tinyclip import classes, draw_shape
 
@@ -215,3 +216,26 @@ def test_the_inotify_limit_falls_back_to_polling(tmp_path, random_clip):
         assert "sudo sysctl fs.inotify.max_user_instances=" in hint
         (live.root / "new.jpg").write_bytes(jpeg(3))
         wait_for(lambda: str(live.root / "new.jpg") in live.paths(), "the polled file")
+
+
+def test_a_store_that_goes_away_is_caught_up_with_once_it_is_back(tmp_path, random_clip):
+    """The Chroma server stops while photos arrive: the run fails and says so, the watcher goes
+    on, and once the server is back a retrying full pass makes everything searchable."""
+    port, server_dir = free_port(), tmp_path / "server"
+    with ExitStack() as server:
+        server.enter_context(running_chroma(server_dir, port))
+        store = {"store.mode": "http", "store.port": port}
+        with watching(tmp_path, random_clip, **store) as live:
+            (live.root / "before.jpg").write_bytes(jpeg(0))
+            wait_for(lambda: live.library.store.count() == 1, "the first photo in Chroma")
+            server.close()
+            (live.root / "during.jpg").write_bytes(jpeg(1))
+            failed = lambda: any("indexing failed" in note for note in live.status.notes)  # noqa: E731
+            wait_for(failed, "the failed run's note")
+            with running_chroma(server_dir, port):
+                wait_for(lambda: live.library.store.count() == 2, "the photo added meanwhile", 60)
+                assert live.status.running
+                assert live.paths() == {
+                    str(live.root / "before.jpg"),
+                    str(live.root / "during.jpg"),
+                }

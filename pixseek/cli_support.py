@@ -87,11 +87,12 @@ def open_library(
     from pixseek.embedder import ModelLoadError
     from pixseek.library import Library
     from pixseek.lock import StoreLockedError
+    from pixseek.store import StoreUnavailableError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         library = Library(loaded.settings, writer=writer, take_over=take_over, serving=serving)
-    except StoreLockedError as error:
+    except (StoreLockedError, StoreUnavailableError) as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None
     _set_aside_startup_objects()
@@ -99,6 +100,10 @@ def open_library(
         yield library
     except ModelLoadError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    except StoreUnavailableError as error:
+        kept = " What was embedded is kept in the catalog; the next run writes it to Chroma."
+        err.print(f"error: {error}.{kept if writer else ''}", highlight=False, markup=False)
         raise typer.Exit(1) from None
     finally:
         library.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
 
@@ -17,6 +18,32 @@ from pixseek.lock import StoreOwnedError
 OWNER_KEY = "pixseek_catalog"
 """Collection metadata naming the catalog (`host:path`) that writes the collection."""
 Metadata = dict[str, str | int | float | bool]
+
+
+class StoreUnavailableError(RuntimeError):
+    """The Chroma server (`store.mode: http`) cannot be reached, or stopped answering."""
+
+
+class _Reached:
+    """A collection whose calls raise StoreUnavailableError when its Chroma server is lost."""
+
+    def __init__(self, collection: Any, location: str) -> None:
+        self._collection, self._location = collection, location
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._collection, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except httpx.TransportError as error:
+                raise StoreUnavailableError(
+                    f"lost the Chroma server at {self._location}: {error}"
+                ) from None
+
+        return call
 
 
 @dataclass
@@ -34,16 +61,22 @@ class Store:
     def __init__(self, settings: StoreSettings, chroma_path: Path, collection: str) -> None:
         chroma_settings = ChromaSettings(anonymized_telemetry=False)
         if settings.mode == "http":
-            self.client = chromadb.HttpClient(
-                host=settings.host,
-                port=settings.port,
-                ssl=settings.ssl,
-                headers=settings.headers or None,
-                settings=chroma_settings,
-            )
             self.location = (
                 f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
             )
+            try:
+                self.client = chromadb.HttpClient(
+                    host=settings.host,
+                    port=settings.port,
+                    ssl=settings.ssl,
+                    headers=settings.headers or None,
+                    settings=chroma_settings,
+                )
+            except (ValueError, httpx.TransportError) as error:  # chromadb: "Could not connect"
+                raise StoreUnavailableError(
+                    f"cannot reach the Chroma server at {self.location} (store.host, store.port):"
+                    f" {error} Start it with `chroma run --path DIR --host H --port P`."
+                ) from None
         else:
             chroma_path.mkdir(parents=True, exist_ok=True)
             self.client = chromadb.PersistentClient(path=str(chroma_path), settings=chroma_settings)
@@ -65,6 +98,8 @@ class Store:
             },
             embedding_function=None,
         )
+        if self.mode == "http":
+            self.collection = _Reached(self.collection, self.location)
         self.batch_size = self.client.get_max_batch_size()
 
     @property

@@ -23,6 +23,7 @@ from pixseek.imaging import ImageError
 from pixseek.indexer.status import WatchStatus
 from pixseek.library import Library
 from pixseek.search.query import QueryError
+from pixseek.store import StoreUnavailableError
 from pixseek.web.deps import AuthDep, LoginRequired
 from pixseek.web.routes import api, classify, duplicates, pages
 
@@ -199,6 +200,10 @@ def create_app(
     @app.exception_handler(QueryError)
     async def _query_error(request: Request, error: QueryError) -> Response:
         return _error(request, 400, str(error))
+
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_unavailable(request: Request, error: StoreUnavailableError) -> Response:
+        return _error(request, 503, str(error))
 
     @app.exception_handler(ImageError)
     async def _image_error(request: Request, error: ImageError) -> Response:

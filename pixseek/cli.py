@@ -203,6 +203,9 @@ def serve(
     if no_index and paths:
         err.print("error: --no-index serves what another process indexes: name no folders")
         raise typer.Exit(2)
+    if problem := _cannot_listen(web.host, web.port):
+        err.print(f"error: cannot listen on {web.host}:{web.port} (web.host, web.port): {problem}")
+        raise typer.Exit(1)
     roots = [] if no_index else [normalise_root(r) for r in paths or loaded.settings.indexer.roots]
     early_readers = start_early(loaded.settings) if roots else None  # while torch is imported
     import uvicorn
@@ -244,6 +247,21 @@ def serve(
             stop.set()
             if watcher.is_alive():
                 watcher.join(timeout=60)
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the web server could not bind `host:port` (taken, or not an address of this
+    machine), checked before anything loads; None when it can."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def _is_loopback(host: str) -> bool:

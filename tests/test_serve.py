@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -138,3 +139,31 @@ def test_serve_with_a_model_that_cannot_load_says_why_and_serves_nothing(tmp_pat
     assert run.returncode == 1, run.stderr
     assert f"cannot load model {str(model)!r}" in run.stderr and "Traceback" not in run.stderr
     assert "serving" not in run.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_before_it_indexes(tmp_path, random_clip):
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
+    (tmp_path / "pics").mkdir()
+    draw_shape("red", "circle", 32).save(tmp_path / "pics" / "a.jpg")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pixseek.cli",
+                "serve",
+                str(tmp_path / "pics"),
+                "--port",
+                str(port),
+            ],
+            env=os.environ | {"PIXSEEK_CONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 1, run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "in use" in run.stderr
+    assert not (tmp_path / "data").exists()  # nothing was indexed

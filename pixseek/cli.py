@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,6 +40,9 @@ from pixseek.cli_support import (
     settings,
 )
 from pixseek.config import flatten
+
+if TYPE_CHECKING:
+    from pixseek.indexer.pipeline import IndexReport
 
 app = typer.Typer(
     name="pixseek",
@@ -121,9 +125,14 @@ def index(
     if json_output:
         out.print_json(data=report.as_dict())
         return
+    _show_report(report, out)
+
+
+def _show_report(report: IndexReport, console: Console) -> None:
+    """A run's notes as warnings, then its one-line summary on `console`."""
     for note in report.notes:
         err.print(f"[yellow]warning:[/] {note}", highlight=False)
-    out.print(report.summary(), highlight=False)
+    console.print(report.summary(), highlight=False, markup=False)
 
 
 @app.command()
@@ -153,9 +162,7 @@ def watch(
         if json_output:
             out.print(json.dumps(report.as_dict()), highlight=False, markup=False)
         else:
-            for note in report.notes:
-                err.print(f"[yellow]warning:[/] {note}", highlight=False)
-            out.print(report.summary(), highlight=False, markup=False)
+            _show_report(report, out)
 
     with early_readers or nullcontext(), open_library(loaded, writer=True) as library:
         err.print(f"watching {', '.join(roots)} (Ctrl-C to stop)", highlight=False)
@@ -224,7 +231,7 @@ def serve(
         # A model that cannot load ends the command here, before anything is served.
         _ = library.embedder if no_index else library.embedders
         status, stop = WatchStatus(roots=roots), threading.Event()
-        show = lambda report: err.print(report.summary(), highlight=False, markup=False)  # noqa: E731
+        show = lambda report: _show_report(report, err)  # noqa: E731
         watcher = threading.Thread(
             target=run_watch,
             args=(library, roots, stop, show, status, early_readers),

@@ -21,8 +21,9 @@ from tests.tinyclip import draw_shape
 def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
     config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data")
     env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
-    port = free_port()
-    command = [sys.executable, "-m", "pixseek.cli", "serve", str(gallery), "--port", str(port)]
+    port, unplugged = free_port(), str(tmp_path / "unplugged-disk")
+    command = [sys.executable, "-m", "pixseek.cli", "serve", str(gallery), unplugged]
+    command += ["--port", str(port)]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -44,7 +45,10 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
             assert time.monotonic() < deadline + 30, "the copy was not picked up"
             time.sleep(0.2)
         watch = status["watch"]
-        assert watch["roots"] == [{"root": str(gallery), "state": "watching"}]
+        assert watch["roots"] == [
+            {"root": str(gallery), "state": "watching"},
+            {"root": unplugged, "state": "missing"},
+        ]
         assert watch["observer"] == "native" and watch["running"] and watch["last_reconcile"]
         assert watch["images_per_s"] > 0 and set(watch["queue"]) == {"pending_paths", "decode"}
         assert watch["embedded"] == 12, "the copy reuses its original's embedding"
@@ -90,7 +94,8 @@ def test_serve_indexes_watches_and_answers(tmp_path, random_clip, gallery):
         assert run.returncode == 1 and "neither an image file here nor a record id" in run.stderr
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
+        _, printed = server.communicate(timeout=60)
+    assert f"warning: {unplugged}: root is missing" in printed
 
 
 def test_server_option_reports_an_unreachable_server(tmp_path, random_clip):

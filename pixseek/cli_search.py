@@ -181,7 +181,16 @@ def _run(
             _print_hits([_keep(hit) for hit in hits], json_output)
             return
         with open_library(loaded) as library:
-            results = local(library, page, filters)
+            empty = library.store.count() == 0  # then the model need not load
+            results = [] if empty else local(library, page, filters)
+            if empty and not json_output:
+                err.print(
+                    f"nothing is indexed with model {loaded.settings.model.name} in "
+                    f"{loaded.settings.data_path} yet: run `pixseek index FOLDER` "
+                    "(or `pixseek serve FOLDER`) first",
+                    highlight=False,
+                    markup=False,
+                )
     except QueryError as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(2) from None

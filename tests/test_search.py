@@ -109,3 +109,9 @@ def test_a_device_that_is_not_there_is_named(cli, gallery):
     device = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
     output = cli.run("index", str(gallery), "--device", device, expect=1)
     assert f"model.device is {device!r}" in output
+
+
+def test_searching_an_empty_library_says_what_to_do(cli):
+    output = cli.run("search", "a red circle")
+    assert "nothing is indexed" in output and "pixseek index FOLDER" in output
+    assert cli.json("search", "a red circle") == []

@@ -167,6 +167,7 @@ def index_roots(
     started = time.perf_counter()
     report = IndexReport()
     with report.phase("repair"):
+        library.confirm_claim()
         report.repaired = repair(library).changed
         report.retagged = sync_tags(library).changed
     with report.phase("scan"):
@@ -196,6 +197,7 @@ def index_paths(
     settings = library.settings.indexer
     report = IndexReport()
     with report.phase("scan"):
+        library.confirm_claim()
         scans = [scan_paths(root, rels, settings) for root, rels in by_root.items()]
     return _run(library, scans, report, started, progress, False, settle_s)
 

@@ -87,7 +87,8 @@ def watch(
         nonlocal failures
         try:
             report = index()
-        except FATAL_ERRORS:
+        except FATAL_ERRORS as error:
+            status.note(f"watching stopped: {error}")  # for the status page of a server
             raise
         except Exception as error:
             failures += 1

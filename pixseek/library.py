@@ -43,12 +43,20 @@ class Library:
         self.store = Store(
             settings.store, settings.chroma_path, collection_name(settings.model.name)
         )
+        self.owner = f"{socket.gethostname()}:{self.catalog.path}"
         if writer:
             try:
-                self.store.claim(f"{socket.gethostname()}:{self.catalog.path}", take_over)
+                self.store.claim(self.owner, take_over)
             except StoreOwnedError:
                 self.close()
                 raise
+
+    def confirm_claim(self) -> None:
+        """Raise StoreOwnedError if another catalog has taken the collection over since this
+        one claimed it (a writer checks before each run, so it never repairs away that
+        catalog's records)."""
+        if self.lock is not None:
+            self.store.claim(self.owner)
 
     @property
     def embedder(self) -> Embedder:

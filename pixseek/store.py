@@ -113,7 +113,8 @@ class Store:
         Every catalog repairs the collection to hold exactly its own records, so two catalogs
         writing one collection would delete each other's. `take_over` moves the claim here.
         """
-        current = (self.collection.metadata or {}).get(OWNER_KEY)
+        fresh = self.client.get_collection(self.name, embedding_function=None)  # not a cached copy
+        current = (fresh.metadata or {}).get(OWNER_KEY)
         if current == owner:
             return
         if current is not None and not take_over:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,10 @@ from pixseek.indexer.pipeline import IndexReport
 from pixseek.indexer.status import WatchStatus
 from pixseek.indexer.watch import watch
 from pixseek.library import Library
+from pixseek.lock import StoreOwnedError
 from tests.chroma_server import free_port, running_chroma
-from tests.conftest import write_config
+from tests.conftest import Cli, write_config
+from tests.test_store_http import http_config
 from tests.tinyclip import classes, draw_shape
 
 MAX_USER_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -36,6 +38,7 @@ class Watching:
     library: Library
     reports: list[IndexReport]
     status: WatchStatus
+    errors: list[BaseException] = field(default_factory=list)  # what ended the loop, if anything
 
     def paths(self) -> set[str]:
         return {row.path for row in self.library.catalog.indexed(self.library.model_key)}
@@ -60,7 +63,14 @@ def watching(
     live = Watching(root, library, [], WatchStatus())
     stop = threading.Event()
     args = (library, [str(root)], stop, live.reports.append, live.status)
-    thread = threading.Thread(target=watch, args=args)
+
+    def run() -> None:
+        try:
+            watch(*args)
+        except BaseException as error:  # raised below unless the test takes it
+            live.errors.append(error)
+
+    thread = threading.Thread(target=run)
     try:
         with starting or nullcontext():
             thread.start()
@@ -71,6 +81,8 @@ def watching(
         stop.set()
         thread.join(timeout=30)
         library.close()
+    if live.errors:
+        raise live.errors[0]
 
 
 @pytest.fixture
@@ -239,3 +251,30 @@ def test_a_store_that_goes_away_is_caught_up_with_once_it_is_back(tmp_path, rand
                     str(live.root / "before.jpg"),
                     str(live.root / "during.jpg"),
                 }
+
+
+def test_a_watcher_whose_collection_is_taken_over_stops_and_removes_nothing(tmp_path, random_clip):
+    """Another catalog takes the Chroma collection over (`repair --take-over`) while a watcher
+    runs: the watcher's next run stops it, before its repair could delete that catalog's records."""
+    with running_chroma(tmp_path / "server") as port:
+        store = {"store.mode": "http", "store.port": port}
+        with watching(tmp_path, random_clip, **store) as live:
+            (live.root / "mine.jpg").write_bytes(jpeg(0))
+            wait_for(lambda: live.library.store.count() == 1, "the watcher's photo in Chroma")
+            theirs = tmp_path / "theirs"
+            theirs.mkdir()
+            for number in (1, 2):
+                (theirs / f"{number}.jpg").write_bytes(jpeg(number))
+            config = http_config(tmp_path / "other.yaml", random_clip, tmp_path / "other", port)
+            other = Cli(config)
+            other.run("repair", "--take-over")
+            assert other.index(theirs)["added"] == 2
+            (live.root / "later.jpg").write_bytes(jpeg(3))
+            wait_for(lambda: not live.status.running, "the watcher to stop")
+            assert isinstance(live.errors.pop(), StoreOwnedError)
+            assert any("written from another catalog" in note for note in live.status.notes)
+            hits = live.library.store.ids()
+            assert {live.library.store.metadata(i)["path"] for i in hits} == {
+                str(theirs / "1.jpg"),
+                str(theirs / "2.jpg"),
+            }

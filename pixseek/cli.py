@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -231,29 +232,44 @@ def serve(
         # A model that cannot load ends the command here, before anything is served.
         _ = library.embedder if no_index else library.embedders
         status, stop = WatchStatus(roots=roots), threading.Event()
-        show = lambda report: _show_report(report, err)  # noqa: E731
-        watcher = threading.Thread(
-            target=run_watch,
-            args=(library, roots, stop, show, status, early_readers),
-            daemon=True,
-        )
-        if roots:
-            watcher.start()  # its first reconcile re-tags if the label sets changed
-        elif not no_index:
-            sync_tags(library)
         app_ = create_app(
             library,
             watch_status=None if no_index else status,
             token=web.token,
             max_upload_bytes=int(web.max_upload_mb * 1e6),
         )
+        server = uvicorn.Server(
+            uvicorn.Config(app_, host=web.host, port=web.port, log_level="warning")
+        )
+        ended: list[BaseException] = []
+
+        def watch_then_stop() -> None:
+            """The watch loop; what ends it (errors it cannot retry) ends the server too,
+            rather than leave it serving an index that no longer follows the folders."""
+            try:
+                run_watch(
+                    library, roots, stop, partial(_show_report, console=err), status, early_readers
+                )
+            except BaseException as error:
+                ended.append(error)
+                server.should_exit = True
+
+        watcher = threading.Thread(target=watch_then_stop, daemon=True)
+        if roots:
+            watcher.start()  # its first reconcile re-tags if the label sets changed
+        elif not no_index:
+            sync_tags(library)
         err.print(f"serving http://{web.host}:{web.port}", highlight=False)
         try:
-            uvicorn.run(app_, host=web.host, port=web.port, log_level="warning")
+            server.run()
         finally:
             stop.set()
             if watcher.is_alive():
                 watcher.join(timeout=60)
+        if ended:
+            raise ended[0]  # open_library says what it was
+        if not server.started:
+            raise typer.Exit(1)  # uvicorn said why
 
 
 def _cannot_listen(host: str, port: int) -> str | None:

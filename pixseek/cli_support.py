@@ -98,7 +98,7 @@ def open_library(
     _set_aside_startup_objects()
     try:
         yield library
-    except ModelLoadError as error:
+    except (ModelLoadError, StoreLockedError) as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None
     except StoreUnavailableError as error:

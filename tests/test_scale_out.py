@@ -106,3 +106,32 @@ def test_a_web_only_server_on_an_embedded_store_waits_for_no_indexer(cli, galler
         assert f"pid {os.getpid()}" in refused
     finally:
         holder.close()
+
+
+def test_a_server_whose_collection_is_taken_over_stops_with_the_reason(
+    tmp_path, random_clip, gallery, chroma_server
+):
+    """`serve` indexes into a Chroma server; another catalog takes the collection over. The
+    server's next run ends it with that reason, rather than leave it serving an index its
+    watcher no longer writes."""
+    config = http_config(tmp_path / "c.yaml", random_clip, tmp_path / "data", chroma_server)
+    env = os.environ | {"PIXSEEK_CONFIG": str(config), "PIXSEEK_WATCH__SETTLE_S": "0.3"}
+    port = free_port()
+    server = subprocess.Popen(
+        [*PIXSEEK, "serve", str(gallery), "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait(lambda: searchable(get_json(f"{base}/api/status"), 12), "first index", server)
+        other = http_config(tmp_path / "o.yaml", random_clip, tmp_path / "other", chroma_server)
+        Cli(other).run("repair", "--take-over")
+        shutil.copy(gallery / "red-square.jpg", gallery / "copied.jpg")
+        _, printed = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            _stop(server)
+    assert server.returncode == 1, printed
+    assert "written from another catalog" in printed and "Traceback" not in printed

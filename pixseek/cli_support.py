@@ -95,6 +95,12 @@ def open_library(
     except (StoreLockedError, StoreUnavailableError) as error:
         err.print(f"error: {error}", highlight=False, markup=False)
         raise typer.Exit(1) from None
+    except OSError as error:  # the data directory is a file, or on no writable disk
+        where = loaded.settings.data_path
+        reason = f"{error.strerror}: {error.filename}" if error.strerror else str(error)
+        reason = "a file is there, not a directory" if where.is_file() else reason
+        err.print(f"error: cannot use data_dir {where}: {reason}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
     _set_aside_startup_objects()
     try:
         yield library

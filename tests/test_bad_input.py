@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import write_config
+from tests.conftest import Cli, write_config
 from tests.tinyclip import draw_shape
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto showpage\n%%EOF\n"
@@ -141,3 +141,16 @@ def _index_with_an_unreadable_file(base: Path, random_clip: Path) -> None:
     status = json.loads(pixseek("status", "--json").stdout)
     assert status["failures"] == [{"path": str(root / "secret.jpg"), "reason": "permission denied"}]
     assert status["indexed"] == 1
+
+
+def test_a_data_dir_that_cannot_be_used_is_named(tmp_path, random_clip):
+    (tmp_path / "pics").mkdir()
+    draw_shape("red", "circle", 32).save(tmp_path / "pics" / "a.jpg")
+    (tmp_path / "a-file").write_text("not a folder")
+    for data_dir, says in (
+        (tmp_path / "a-file", "a file is there, not a directory"),
+        (tmp_path / "a-file" / "data", "Not a directory"),
+    ):
+        cli = Cli(write_config(tmp_path / "c.yaml", random_clip, data_dir))
+        output = cli.run("index", str(tmp_path / "pics"), expect=1)
+        assert f"cannot use data_dir {data_dir}: {says}" in output

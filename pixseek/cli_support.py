@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -79,6 +80,12 @@ def _set_aside_startup_objects() -> None:
     gc.freeze()
 
 
+def _fail(message: str) -> NoReturn:
+    """End the command with `error: message` and exit status 1."""
+    err.print(f"error: {message}", highlight=False, markup=False)
+    raise typer.Exit(1)
+
+
 @contextmanager
 def open_library(
     loaded: LoadedConfig, writer: bool = False, take_over: bool = False, serving: bool = False
@@ -90,26 +97,28 @@ def open_library(
     from pixseek.store import StoreUnavailableError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    chosen = loaded.settings
     try:
-        library = Library(loaded.settings, writer=writer, take_over=take_over, serving=serving)
+        library = Library(chosen, writer=writer, take_over=take_over, serving=serving)
     except (StoreLockedError, StoreUnavailableError) as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+        _fail(str(error))
+    except sqlite3.DatabaseError as error:
+        _fail(
+            f"cannot read the catalog {chosen.catalog_path}: {error}. It is the source of "
+            "truth: restore it from a backup, or move it aside and index again (every image is "
+            "then embedded again)"
+        )
     except OSError as error:  # the data directory is a file, or on no writable disk
-        where = loaded.settings.data_path
         reason = f"{error.strerror}: {error.filename}" if error.strerror else str(error)
-        reason = "a file is there, not a directory" if where.is_file() else reason
-        err.print(f"error: cannot use data_dir {where}: {reason}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+        reason = "a file is there, not a directory" if chosen.data_path.is_file() else reason
+        _fail(f"cannot use data_dir {chosen.data_path}: {reason}")
     _set_aside_startup_objects()
     try:
         yield library
     except (ModelLoadError, StoreLockedError) as error:
-        err.print(f"error: {error}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+        _fail(str(error))
     except StoreUnavailableError as error:
         kept = " What was embedded is kept in the catalog; the next run writes it to Chroma."
-        err.print(f"error: {error}.{kept if writer else ''}", highlight=False, markup=False)
-        raise typer.Exit(1) from None
+        _fail(f"{error}.{kept if writer else ''}")
     finally:
         library.close()

@@ -11,8 +11,9 @@ import chromadb
 import httpx
 import numpy as np
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 
-from pixseek.config import StoreSettings
+from pixseek.config import HnswSettings, StoreSettings
 from pixseek.lock import StoreOwnedError
 
 OWNER_KEY = "pixseek_catalog"
@@ -21,7 +22,8 @@ Metadata = dict[str, str | int | float | bool]
 
 
 class StoreUnavailableError(RuntimeError):
-    """The Chroma server (`store.mode: http`) cannot be reached, or stopped answering."""
+    """Chroma cannot be opened: a server (`store.mode: http`) that cannot be reached or stopped
+    answering, or an embedded store that is damaged."""
 
 
 class _Reached:
@@ -46,6 +48,36 @@ class _Reached:
         return call
 
 
+def _client(settings: StoreSettings, chroma_path: Path) -> tuple[Any, str]:
+    """A Chroma client for `settings.mode`, and where it keeps its data."""
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.mode == "http":
+        location = f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
+        try:
+            client = chromadb.HttpClient(
+                host=settings.host,
+                port=settings.port,
+                ssl=settings.ssl,
+                headers=settings.headers or None,
+                settings=chroma_settings,
+            )
+        except (ValueError, httpx.TransportError) as error:  # chromadb: "Could not connect"
+            raise StoreUnavailableError(
+                f"cannot reach the Chroma server at {location} (store.host, store.port): "
+                f"{error} Start it with `chroma run --path DIR --host H --port P`."
+            ) from None
+        return client, location
+    chroma_path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = chromadb.PersistentClient(path=str(chroma_path), settings=chroma_settings)
+    except ChromaError as error:
+        raise StoreUnavailableError(
+            f"cannot open the Chroma store at {chroma_path}: {error}. It holds nothing the "
+            "catalog lacks: move it aside, and `pixseek repair` rebuilds it from the catalog"
+        ) from None
+    return client, str(chroma_path)
+
+
 @dataclass
 class Hit:
     """One query result: record id, cosine similarity (1 = same direction) and metadata."""
@@ -59,31 +91,19 @@ class Store:
     """A Chroma collection; writes are chunked to the client's maximum batch size."""
 
     def __init__(self, settings: StoreSettings, chroma_path: Path, collection: str) -> None:
-        chroma_settings = ChromaSettings(anonymized_telemetry=False)
-        if settings.mode == "http":
-            self.location = (
-                f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
-            )
-            try:
-                self.client = chromadb.HttpClient(
-                    host=settings.host,
-                    port=settings.port,
-                    ssl=settings.ssl,
-                    headers=settings.headers or None,
-                    settings=chroma_settings,
-                )
-            except (ValueError, httpx.TransportError) as error:  # chromadb: "Could not connect"
-                raise StoreUnavailableError(
-                    f"cannot reach the Chroma server at {self.location} (store.host, store.port):"
-                    f" {error} Start it with `chroma run --path DIR --host H --port P`."
-                ) from None
-        else:
-            chroma_path.mkdir(parents=True, exist_ok=True)
-            self.client = chromadb.PersistentClient(path=str(chroma_path), settings=chroma_settings)
-            self.location = str(chroma_path)
         self.mode = settings.mode
-        hnsw = settings.hnsw
-        self.collection = self.client.get_or_create_collection(
+        self.client, self.location = _client(settings, chroma_path)
+        try:
+            self.collection = self._open(collection, settings.hnsw)
+        except ChromaError as error:
+            message = f"cannot open the Chroma store at {self.location}: {error}"
+            raise StoreUnavailableError(message) from None
+        if self.mode == "http":
+            self.collection = _Reached(self.collection, self.location)
+        self.batch_size = self.client.get_max_batch_size()
+
+    def _open(self, collection: str, hnsw: HnswSettings) -> Any:
+        return self.client.get_or_create_collection(
             collection,
             configuration={
                 "hnsw": {
@@ -98,9 +118,6 @@ class Store:
             },
             embedding_function=None,
         )
-        if self.mode == "http":
-            self.collection = _Reached(self.collection, self.location)
-        self.batch_size = self.client.get_max_batch_size()
 
     @property
     def name(self) -> str:

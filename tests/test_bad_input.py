@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.conftest import Cli, write_config
@@ -154,3 +155,21 @@ def test_a_data_dir_that_cannot_be_used_is_named(tmp_path, random_clip):
         cli = Cli(write_config(tmp_path / "c.yaml", random_clip, data_dir))
         output = cli.run("index", str(tmp_path / "pics"), expect=1)
         assert f"cannot use data_dir {data_dir}: {says}" in output
+
+
+def test_a_damaged_store_or_catalog_is_named_with_the_way_back(cli, gallery):
+    assert cli.index(gallery)["added"] == 12
+    data = Path(yaml.safe_load(cli.config.read_text())["data_dir"])
+    chroma = data / "chroma"
+    (chroma / "chroma.sqlite3").write_bytes(b"not a database" * 100)
+    output = cli.run("status", expect=1)
+    assert f"cannot open the Chroma store at {chroma}" in output and "pixseek repair" in output
+    chroma.rename(data / "chroma.damaged")
+    # a new process, as the user's next command (chromadb keeps one client per path in a process)
+    repair = [sys.executable, "-m", "pixseek.cli", "repair", "--json", "--config", str(cli.config)]
+    repaired = subprocess.run(repair, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(repaired.stdout)["restored"] == 12  # from the catalog's cache
+
+    (data / "catalog.sqlite3").write_bytes(b"not a database" * 100)
+    output = cli.run("status", expect=1)
+    assert f"cannot read the catalog {data / 'catalog.sqlite3'}" in output

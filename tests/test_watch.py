@@ -270,8 +270,8 @@ def test_a_watcher_whose_collection_is_taken_over_stops_and_removes_nothing(tmp_
             other.run("repair", "--take-over")
             assert other.index(theirs)["added"] == 2
             (live.root / "later.jpg").write_bytes(jpeg(3))
-            wait_for(lambda: not live.status.running, "the watcher to stop")
-            assert isinstance(live.errors.pop(), StoreOwnedError)
+            wait_for(lambda: live.errors, "the watcher to stop")
+            assert isinstance(live.errors.pop(), StoreOwnedError) and not live.status.running
             assert any("written from another catalog" in note for note in live.status.notes)
             hits = live.library.store.ids()
             assert {live.library.store.metadata(i)["path"] for i in hits} == {

@@ -27,13 +27,14 @@ class StoreUnavailableError(RuntimeError):
 
 
 class _Reached:
-    """A collection whose calls raise StoreUnavailableError when its Chroma server is lost."""
+    """A Chroma client or collection whose calls raise StoreUnavailableError when its server
+    is lost."""
 
-    def __init__(self, collection: Any, location: str) -> None:
-        self._collection, self._location = collection, location
+    def __init__(self, wrapped: Any, location: str) -> None:
+        self._wrapped, self._location = wrapped, location
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._collection, name)
+        attribute = getattr(self._wrapped, name)
         if not callable(attribute):
             return attribute
 
@@ -93,6 +94,8 @@ class Store:
     def __init__(self, settings: StoreSettings, chroma_path: Path, collection: str) -> None:
         self.mode = settings.mode
         self.client, self.location = _client(settings, chroma_path)
+        if self.mode == "http":
+            self.client = _Reached(self.client, self.location)
         try:
             self.collection = self._open(collection, settings.hnsw)
         except ChromaError as error:

@@ -50,7 +50,8 @@ class _Reached:
 
 
 def _client(settings: StoreSettings, chroma_path: Path) -> tuple[Any, str]:
-    """A Chroma client for `settings.mode`, and where it keeps its data."""
+    """A Chroma client for `settings.mode` (a server's is `_Reached`), and where it keeps its
+    data."""
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.mode == "http":
         location = f"{'https' if settings.ssl else 'http'}://{settings.host}:{settings.port}"
@@ -67,7 +68,7 @@ def _client(settings: StoreSettings, chroma_path: Path) -> tuple[Any, str]:
                 f"cannot reach the Chroma server at {location} (store.host, store.port): "
                 f"{error} Start it with `chroma run --path DIR --host H --port P`."
             ) from None
-        return client, location
+        return _Reached(client, location), location
     chroma_path.mkdir(parents=True, exist_ok=True)
     try:
         client = chromadb.PersistentClient(path=str(chroma_path), settings=chroma_settings)
@@ -94,8 +95,6 @@ class Store:
     def __init__(self, settings: StoreSettings, chroma_path: Path, collection: str) -> None:
         self.mode = settings.mode
         self.client, self.location = _client(settings, chroma_path)
-        if self.mode == "http":
-            self.client = _Reached(self.client, self.location)
         try:
             self.collection = self._open(collection, settings.hnsw)
         except ChromaError as error:

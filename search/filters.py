@@ -117,7 +117,10 @@ def _folder(text: str | None) -> str | None:
         return None
     text = text.strip()
     if text.startswith("~"):
-        text = str(Path(text).expanduser())
+        try:
+            text = str(Path(text).expanduser())
+        except RuntimeError:  # ~name for a user this machine does not know
+            raise FilterError(f"folder {text!r}: no home directory for that user") from None
     if text.startswith("/"):
         return "/" + text.strip("/")
     relative = text.removeprefix("./").strip("/")

@@ -208,6 +208,7 @@ def test_client_errors_are_4xx_never_5xx(server):
         (client.get("/api/search", params={"q": "x", "k": "many"}), 422),
         (client.get("/api/search", params={"q": "   "}), 400),
         (client.get("/api/search"), 400),
+        (client.get("/api/search", params={"q": "x", "folder": "~no-such-user-here"}), 400),
         (client.get("/nope"), 404),
         (client.get("/images/nope"), 404),
         (client.get("/similar/nope"), 404),

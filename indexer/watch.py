@@ -11,6 +11,7 @@ after, backing off while it keeps failing; its repair step publishes what the fa
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -79,12 +80,13 @@ def watch(
     status.roots, status.dirty = list(roots), dirty
     watches = RootWatches(roots, settings, _MarkDirty(dirty, roots, library.settings.indexer))
 
-    failures = 0
+    interval_s = settings.reconcile_minutes * 60
+    failures, retry_at = 0, math.inf  # retry_at: when a full pass retries failed runs
 
-    def run(index: Callable[[], IndexReport], full: bool) -> float | None:
+    def run(index: Callable[[], IndexReport], full: bool) -> None:
         """Run `index`; if it fails for a reason that may pass (a store that went away, a full
-        disk), note it and return in how many seconds a full reconcile should retry."""
-        nonlocal failures
+        disk), note it and have a full pass retry soon, later after each failure in a row."""
+        nonlocal failures, retry_at
         try:
             report = index()
         except FATAL_ERRORS as error:
@@ -92,25 +94,25 @@ def watch(
             raise
         except Exception as error:
             failures += 1
-            retry_s = min(RETRY_FIRST_S * 2 ** (failures - 1), settings.reconcile_minutes * 60)
+            retry_s = min(RETRY_FIRST_S * 2 ** (failures - 1), interval_s)
             text = f"indexing failed ({type(error).__name__}: {error}); a full pass retries in"
             log.warning("%s %.0f s", text, retry_s)
             log.debug("the failed run", exc_info=True)
             status.note(f"{text} {retry_s:.0f} s")
-            return retry_s
+            retry_at = min(retry_at, time.monotonic() + retry_s)
+            return
         failures = 0
         status.finished(report, full)
         for path in report.deferred_paths:
             dirty.mark(path)
         if full or report.changed:
             on_report(report)
-        return None
 
-    def reconcile(which: Sequence[str], readers: ReadProcesses | None = None) -> float | None:
+    def reconcile(which: Sequence[str], readers: ReadProcesses | None = None) -> None:
         index = partial(
             index_roots, library, which, status, settle_s=settings.settle_s, early_readers=readers
         )
-        return run(index, full=True)
+        run(index, full=True)
 
     def follow_roots() -> list[str]:
         gone, back = watches.refresh()
@@ -125,16 +127,13 @@ def watch(
     follow_roots()
     status.running = True
 
-    def next_pass(retry_s: float | None) -> float:
-        """When the next full reconcile is due: soon after a failure, else after the interval."""
-        return time.monotonic() + (settings.reconcile_minutes * 60 if retry_s is None else retry_s)
-
     try:
-        next_reconcile = next_pass(reconcile(roots, early_readers))
+        reconcile(roots, early_readers)
+        next_reconcile = time.monotonic() + interval_s
         while not stop.wait(TICK_S):
             back = follow_roots()
-            if back and (retry_s := reconcile(back)) is not None:
-                next_reconcile = min(next_reconcile, next_pass(retry_s))
+            if back:
+                reconcile(back)
             if dirty.take_overflow():
                 status.rescans += 1
                 status.note(
@@ -142,13 +141,13 @@ def watch(
                     "(watch.max_pending): rescanning everything"
                 )
                 next_reconcile = 0.0
-            if time.monotonic() >= next_reconcile:
-                next_reconcile = next_pass(reconcile(roots))
+            if time.monotonic() >= min(next_reconcile, retry_at):
+                retry_at = math.inf  # this pass is the retry; a failure sets it again
+                reconcile(roots)
+                next_reconcile = time.monotonic() + interval_s
             paths = dirty.take_settled()
             if paths:  # a failed run's paths are left to the retrying full pass
-                index = partial(index_paths, library, paths, roots, status, settings.settle_s)
-                if (retry_s := run(index, False)) is not None:
-                    next_reconcile = min(next_reconcile, next_pass(retry_s))
+                run(partial(index_paths, library, paths, roots, status, settings.settle_s), False)
     finally:
         status.running = False
         watches.stop()

@@ -91,6 +91,13 @@ class PreprocessSpec:
         sizes = [self.shortest_edge or 0, *(self.resize_to or ()), *(self.crop or ())]
         return max(sizes)
 
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of an image of that size after the resize, before the crop."""
+        if self.shortest_edge is not None:
+            new_width, new_height = shortest_edge_size((width, height), self.shortest_edge)
+            return new_height, new_width
+        return self.resize_to if self.resize_to is not None else (height, width)
+
 
 @dataclass
 class DecodedImage:
@@ -247,10 +254,9 @@ def _jpeg_header(width: int, height: int, exif: Image.Exif) -> JpegHeader:
 
 def preprocess(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize and centre-crop like the model's image processor; returns uint8 [h, w, 3]."""
-    if spec.shortest_edge is not None:
-        img = img.resize(shortest_edge_size(img.size, spec.shortest_edge), spec.resample)
-    elif spec.resize_to is not None:
-        img = img.resize((spec.resize_to[1], spec.resize_to[0]), spec.resample)
+    new_height, new_width = spec.resized(img.height, img.width)
+    if (new_height, new_width) != (img.height, img.width):
+        img = img.resize((new_width, new_height), spec.resample)
     pixels = np.asarray(img, dtype=np.uint8)
     return center_crop(pixels, spec.crop) if spec.crop is not None else pixels
 

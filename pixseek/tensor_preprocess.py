@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pixseek.imaging import PreprocessSpec, shortest_edge_size
+from pixseek.imaging import PreprocessSpec
 
 # Bytes of full-size pixels converted per resize call: bounds GPU memory for batches of big frames.
 _CHUNK_BYTES = 1 << 30
@@ -48,8 +48,8 @@ def resize_crop(
     launches per batch rather than per image. `by_matrices` picks Pillow's filter as matrix
     products (default: on a GPU) over torch's interpolation.
     """
-    if by_matrices is None:
-        by_matrices = images[0].is_cuda
+    by_matrices = images[0].is_cuda if by_matrices is None else by_matrices
+    resize = _by_matrices if by_matrices else _by_interpolation
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for position, image in enumerate(images):
         groups[tuple(image.shape[-2:])].append(position)
@@ -59,24 +59,15 @@ def resize_crop(
         for start in range(0, len(positions), per_chunk):
             chunk = positions[start : start + per_chunk]
             same_size = [images[position] for position in chunk]
-            resize = _by_matrices if by_matrices else _by_interpolation
             for position, out in zip(chunk, resize(same_size, spec), strict=True):
                 results[position] = out
     return torch.stack(results)  # type: ignore[arg-type]
 
 
-def _resized_size(height: int, width: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """(height, width) after the processor's resize, before its crop."""
-    if spec.shortest_edge is not None:
-        new_width, new_height = shortest_edge_size((width, height), spec.shortest_edge)
-        return new_height, new_width
-    return spec.resize_to if spec.resize_to is not None else (height, width)
-
-
 def _by_matrices(images: list[torch.Tensor], spec: PreprocessSpec) -> torch.Tensor:
     """Same-size images through Pillow's bicubic weights, as two matrix products per image."""
     height, width = images[0].shape[-2:]
-    new_height, new_width = _resized_size(height, width, spec)
+    new_height, new_width = spec.resized(height, width)
     crop_height, crop_width = spec.crop or (new_height, new_width)
     first = images[0]
     dtype = torch.float16 if first.is_cuda else torch.float32
@@ -131,7 +122,7 @@ def _by_interpolation(images: list[torch.Tensor], spec: PreprocessSpec) -> torch
     """Same-size images through torch's bicubic interpolation with antialiasing."""
     batch = torch.stack(images)
     height, width = batch.shape[-2:]
-    size = _resized_size(height, width, spec)
+    size = spec.resized(height, width)
     pixels = batch.float()
     if size != (height, width):
         pixels = F.interpolate(

@@ -221,6 +221,7 @@ def pixseek_index(
     profile: Path | None = None,
     readers: str = "auto",
     metadata: str = "full",
+    decode_processes: str = "auto",
 ) -> dict:
     """`pixseek index` in a subprocess with a fresh data dir; its JSON report plus GPU memory.
 
@@ -234,7 +235,11 @@ def pixseek_index(
         "data_dir": str(data),
         "model": {"name": str(model_dir), "device": "cuda"},
         "store": {"hnsw": hnsw, "metadata": metadata},
-        "indexer": {"gpu_decoder": decoder, "readers": readers},
+        "indexer": {
+            "gpu_decoder": decoder,
+            "readers": readers,
+            "decode_processes": decode_processes,
+        },
     }
     config.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "pixseek.cli", "index", str(folder), "--json"]
@@ -284,6 +289,12 @@ def main() -> int:
         help="indexer.readers; with --quick a comma-separated list runs `pixseek index` per value",
     )
     parser.add_argument(
+        "--decode-processes",
+        default="auto",
+        help="indexer.decode_processes; with --quick a comma-separated list, run with each",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --quick: rounds of runs")
+    parser.add_argument(
         "--metadata",
         default="full",
         help="store.metadata; with --quick a comma-separated list, run with each readers value",
@@ -301,17 +312,18 @@ def main() -> int:
         print(f"{name}: {count} JPEGs ready in {time.perf_counter() - started:.0f} s", flush=True)
         profile = work / f"profile-{name}.txt" if args.profile else None
         if args.quick:
-            for readers, metadata in itertools.product(
-                args.readers.split(","), args.metadata.split(",")
-            ):
+            for _round, readers, metadata, decoding in itertools.product(
+                range(args.rounds), args.readers.split(","), args.metadata.split(","),
+                args.decode_processes.split(","),
+            ):  # fmt: skip
                 # a data dir per run: chromadb keeps one client per path in this process
                 report = pixseek_index(
-                    work / name, model_dir, work / f"run-{name}-{readers}-{metadata}",
-                    args.hnsw, args.decoder,
-                    profile, readers, metadata,
+                    work / name, model_dir, work / f"run-{name}-{readers}-{metadata}-{decoding}",
+                    args.hnsw, args.decoder, profile, readers, metadata, decoding,
                 )  # fmt: skip
                 print(
-                    f"{name}, readers {readers}, metadata {metadata}: cache "
+                    f"{name}, readers {readers}, metadata {metadata}, decode processes "
+                    f"{decoding}: cache "
                     f"{report['decoded'] / report['cached_s']:,.0f}/s, searchable "
                     f"{report['decoded'] / report['elapsed']:,.0f}/s, process "
                     f"{report['wall_s']:.1f} s, phases {report['phases']}, "
@@ -327,7 +339,7 @@ def main() -> int:
         naive_rate = naive(paths[: args.naive], model_dir)
         report = pixseek_index(
             work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile,
-            args.readers, args.metadata,
+            args.readers, args.metadata, args.decode_processes,
         )  # fmt: skip
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]

@@ -1,10 +1,12 @@
-"""Batched JPEG indexing: files are read and their headers parsed in threads, then each batch is
-decoded, oriented, resized and embedded on the model's device.
+"""Batched JPEG indexing: files are read and their headers parsed in threads (or read processes),
+then each batch is decoded, oriented, resized and embedded on the model's device.
 
-One lane per model device (every visible GPU with `model.device: cuda`). A lane runs two threads —
-decode, and resize+embed — with a short queue between them, each on its own CUDA stream, so the
-next batch decodes while the model runs on this one. A lane may start before its model has
-loaded (`LoadingModel`): it then holds resized batches until the model is ready. Files the
+One lane per model device (every visible GPU with `model.device: cuda`), or, where the read
+processes brought decode processes for a device, one `ProcessLane` per decode process there. A
+lane here runs two threads — decode, and resize+embed — with a short queue between them, each on
+its own CUDA stream, so the next batch decodes while the model runs on this one. A lane may start
+before its model has loaded (`lane_models.LoadingModel`): it then holds resized batches until
+the model is ready. Files the
 batched path can't take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers
 for the CPU decode workers, which give every failure its reason.
 """
@@ -12,78 +14,40 @@ for the CPU decode workers, which give every failure its reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
-from pixseek.imaging import ImageError, JpegHeader, Limits, PreprocessSpec
+from pixseek.imaging import ImageError, JpegHeader, Limits
 from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
+from pixseek.indexer.lane_models import (
+    HELD_CROP_BYTES,
+    LANE_DONE,
+    LaneModel,
+    Resized,
+    embed_held,
+    still_loading,
+)
+from pixseek.indexer.process_lanes import ProcessLane, same_device
 from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.reads import Item, Timer, read_items, read_threads, untimed
 from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
-HELD_CROP_BYTES = 1 << 31  # resized images held on the device while the model loads (14,000)
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
-Resized = tuple[list[Item], torch.Tensor | None, list[FileRow]]  # items, their crops, failures
-
-
-class LaneModel(Protocol):
-    """What a lane needs of a model: where it runs, its geometry and batch size, and encoding."""
-
-    device: torch.device
-    spec: PreprocessSpec
-    batch_size: int
-
-    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray: ...
-
-
-class LoadingModel:
-    """A model still loading on another thread: its device, geometry and batch size are known
-    already (from the settings and the image processor's config), so lanes can read, decode and
-    resize meanwhile; `encode_uint8` waits for the model."""
-
-    def __init__(
-        self,
-        device: torch.device,
-        spec: PreprocessSpec,
-        batch_size: int,
-        models: Future[list[Embedder]],
-        position: int,
-    ) -> None:
-        self.device, self.spec, self.batch_size = device, spec, batch_size
-        self._models, self._position = models, position
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the model is ready (or failed to load: `encode_uint8` then raises why)."""
-        return self._models.done()
-
-    def wait(self) -> None:
-        """Block until the model is loaded; raise what stopped it from loading."""
-        self._models.result()
-
-    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
-        """Embed with the loaded model, waiting for it first."""
-        return self._models.result()[self._position].encode_uint8(batch)
-
-
-def _still_loading(model: LaneModel) -> LoadingModel | None:
-    """The stand-in whose model has not loaded yet; None once it has (or for a loaded model)."""
-    return model if isinstance(model, LoadingModel) and not model.loaded else None
 
 
 def takes(row: FileRow) -> bool:
@@ -163,23 +127,12 @@ class Lane:
                     crops = resize_crop(upright, self.embedder.spec)
             held.append((items, crops, failed))
             held_bytes += crops.nbytes if crops is not None else 0
-            if held_bytes < HELD_CROP_BYTES and _still_loading(self.embedder):
+            if held_bytes < HELD_CROP_BYTES and still_loading(self.embedder):
                 continue
-            self._embed(held)
+            embed_held(self.embedder, held, self._done, self._timed)
             held, held_bytes = [], 0
-        self._embed(held)
-        self._done.put(_STOP)
-
-    def _embed(self, held: list[Resized]) -> None:
-        if loading := _still_loading(self.embedder):
-            with self._timed("model_wait"):
-                loading.wait()
-        for items, crops, failed in held:
-            vectors = None
-            if crops is not None:
-                with self._timed("model"):
-                    vectors = self.embedder.encode_uint8(crops)
-            self._done.put((items, vectors, failed))
+        embed_held(self.embedder, held, self._done, self._timed)
+        self._done.put(LANE_DONE)
 
     def stop(self) -> None:
         """Finish the batches handed in, then end both threads."""
@@ -191,6 +144,20 @@ def warm_decoders(devices: Sequence[torch.device], prefer: str = "auto") -> None
     for device in devices:
         if device.type == "cuda":
             gpu_decoder(device, prefer)
+
+
+def warm_libraries(devices: Sequence[torch.device], dtype: torch.dtype) -> None:
+    """Start cuDNN, cuBLAS and the attention kernels on each device with a few tiny calls of
+    the kinds a CLIP tower makes, while another thread loads the model's weights: on a GPU its
+    first forward pass would otherwise pay for that start-up itself."""
+    for device in devices:
+        zeros = functools.partial(torch.zeros, dtype=dtype, device=device)
+        patches = F.conv2d(zeros((1, 3, 32, 32)), zeros((64, 3, 16, 16)), stride=16)
+        tokens = F.layer_norm(patches.flatten(2).transpose(1, 2), (64,))
+        heads = F.linear(tokens, zeros((64, 64))).view(1, 4, 4, 16)
+        F.scaled_dot_product_attention(heads, heads, heads)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
 def warm_model(embedders: Sequence[Embedder]) -> None:
@@ -223,12 +190,22 @@ def embed_batched(
     Files whose content hash `cached` names (rows hashed only as they were read) skip the
     lanes: `on_embedded` gets them with None for a vector. `timed` times the steps: waiting for
     reads, for a free lane and for the last batches, decoding, resizing and the model, and
-    `on_embedded` ("hand_off"). Files are read by `readers` where given, else by threads.
+    `on_embedded` ("hand_off"). Files are read by `readers` where given, else by threads; the
+    decode processes that came with them decode for their device.
     """
     threads = worker_count(workers)
     batch_size = embedders[0].batch_size
     done: queue.Queue = queue.Queue()
-    lanes = [Lane(embedder, threads, done, decoder, timed) for embedder in embedders]
+    lanes: list[Lane | ProcessLane] = []
+    for embedder in embedders:
+        decoding = [
+            d for d in (readers.decoding if readers else []) if same_device(d, embedder.device)
+        ]
+        if readers is None or not decoding:
+            lanes.append(Lane(embedder, threads, done, decoder, timed))
+            continue
+        offset_of = readers.buffers.offset
+        lanes.extend(ProcessLane(embedder, d, offset_of, done, timed) for d in decoding)
     running = len(lanes)
     batch: list[Item] = []
     pixels = 0
@@ -264,7 +241,7 @@ def embed_batched(
                 return
             if isinstance(message, BaseException):
                 raise message
-            if message is _STOP:
+            if message is LANE_DONE:
                 running -= 1
                 if running == 0:
                     return

@@ -30,20 +30,21 @@ from pixseek.embedder import (
     image_geometry,
     resolve_batch_size,
     resolve_devices,
+    resolve_dtype,
 )
 from pixseek.imaging import JpegHeader, PreparedImage
 from pixseek.indexer.batched import (
     Embedded,
-    LaneModel,
-    LoadingModel,
     embed_batched,
     takes,
     warm_decoders,
+    warm_libraries,
     warm_model,
 )
 from pixseek.indexer.committer import Committer
 from pixseek.indexer.decode import DecodeFailure, DecodePool, worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder_available
+from pixseek.indexer.lane_models import LaneModel, LoadingModel
 from pixseek.indexer.plan import Plan, make_plan, unreadable_reason
 from pixseek.indexer.publisher import Publisher
 from pixseek.indexer.read_processes import ReadProcesses, start_read_processes
@@ -304,7 +305,10 @@ class _Startup:
                 changes, cores, settings.readers, limits, self._early_readers
             )
             self._early_readers = None
-            steps.append(self._warm_decoders)
+            if self.readers is not None and self.readers.decoding:  # they warm their decoders
+                steps.append(self._warm_libraries)
+            else:
+                steps.append(self._warm_decoders)
         for step in steps:
             thread = threading.Thread(
                 target=self._guard,
@@ -352,6 +356,12 @@ class _Startup:
         settings = self.library.settings
         with self.report.phase("warm_decoders", step=True):
             warm_decoders(resolve_devices(settings.model.device), settings.indexer.gpu_decoder)
+
+    def _warm_libraries(self) -> None:
+        settings = self.library.settings.model
+        devices = resolve_devices(settings.device)
+        with self.report.phase("warm_libraries", step=True):
+            warm_libraries(devices, resolve_dtype(settings.dtype, devices[0]))
 
     def wait(self) -> None:
         """Block until the model (and decoders) are ready."""

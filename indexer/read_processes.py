@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from pixseek.catalog import FileRow, content_hash_of
 from pixseek.imaging import ImageError, JpegHeader, Limits, read_jpeg_header
+from pixseek.indexer.decode_processes import DecodeProcess, gpu_decoder_kinds
 from pixseek.indexer.reads import (
     READ_GROUP,
     Buffers,
@@ -82,18 +83,34 @@ def start_early(settings: Settings) -> ReadProcesses | None:
     indexer = settings.indexer
     if indexer.readers == "threads" or indexer.decode == "workers":
         return None
-    if indexer.decode == "auto" and (
-        settings.model.device == "cpu" or not os.path.exists("/dev/nvidiactl")
-    ):
+    on_gpu = settings.model.device != "cpu" and os.path.exists("/dev/nvidiactl")
+    if indexer.decode == "auto" and not on_gpu:
         return None
     from pixseek.indexer.decode import worker_count  # not imported by the read processes
 
-    return _start_read_processes(worker_count(indexer.workers), Limits.of(indexer))
+    decoders = _decoders(settings, on_gpu)
+    return _start_read_processes(worker_count(indexer.workers), Limits.of(indexer), decoders)
 
 
-def _start_read_processes(cores: int, limits: Limits) -> ReadProcesses | None:
+def _decoders(settings: Settings, on_gpu: bool) -> list[tuple[str, str]]:
+    """(device, decoder) of each decode process to start (`indexer.decode_processes`): two for
+    the first GPU of `model.device` where a GPU decoder is installed; one with Pillow on the
+    CPU where asked for (`on`) and no GPU is used."""
+    wanted = settings.indexer.decode_processes
+    if wanted == "off":
+        return []
+    if not on_gpu:
+        return [("cpu", "pillow")] if wanted == "on" else []
+    device = settings.model.device
+    device = device if device.startswith("cuda:") else "cuda:0"
+    return [(device, kind) for kind in gpu_decoder_kinds(settings.indexer.gpu_decoder)]
+
+
+def _start_read_processes(
+    cores: int, limits: Limits, decoders: Sequence[tuple[str, str]] = ()
+) -> ReadProcesses | None:
     try:
-        return ReadProcesses(max(1, min(cores, MAX_READ_PROCESSES)), limits)
+        return ReadProcesses(max(1, min(cores, MAX_READ_PROCESSES)), limits, decoders=decoders)
     except (OSError, AttributeError) as error:  # no memfd here: threads read instead
         log.warning("read processes unavailable (%s); reading in threads", error)
         return None
@@ -108,17 +125,27 @@ class _Worker:
 
 
 class ReadProcesses:
-    """Read processes sharing an arena of buffers with this one; a context manager that ends
-    them. `read_items` reads files as `reads.read_items` does, in the same order."""
+    """Read processes sharing an arena of buffers with this one, and the decode processes that
+    decode from it (`decoders`: (device, decoder) each); a context manager that ends them all.
+    `read_items` reads files as `reads.read_items` does, in the same order."""
 
-    def __init__(self, count: int, limits: Limits, arena_bytes: int = ARENA_BYTES) -> None:
+    def __init__(
+        self,
+        count: int,
+        limits: Limits,
+        arena_bytes: int = ARENA_BYTES,
+        decoders: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self.limits = limits
         self._workers: list[_Worker] = []
+        self.decoding: list[DecodeProcess] = []
         self._turn = 0
         descriptor = os.memfd_create("pixseek-reads", getattr(os, "MFD_CLOEXEC", 0))
         try:
             os.ftruncate(descriptor, arena_bytes)
             self.buffers = Buffers(np.frombuffer(mmap.mmap(descriptor, arena_bytes), np.uint8))
+            for device, decoder in decoders:  # first: they have the most to start
+                self.decoding.append(DecodeProcess(descriptor, device, decoder))
             for _ in range(count):
                 self._workers.append(self._start(descriptor))
         except BaseException:
@@ -151,7 +178,9 @@ class ReadProcesses:
         self.close()
 
     def close(self) -> None:
-        """End the read processes (each finishes the group it is reading)."""
+        """End the read processes (each finishes the group it is reading) and decode processes."""
+        for decoding in self.decoding:
+            decoding.close()
         for worker in self._workers:
             for pipe in (worker.tasks, worker.answers):
                 with contextlib.suppress(OSError):  # it had gone already

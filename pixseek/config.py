@@ -75,6 +75,7 @@ class IndexerSettings(Section):
     decode: Literal["auto", "workers", "batched"] = "auto"
     gpu_decoder: Literal["auto", "nvimgcodec", "nvjpeg"] = "auto"
     readers: Literal["threads", "processes", "auto"] = "auto"
+    decode_processes: Literal["auto", "on", "off"] = "auto"
     queue_size: int = Field(256, ge=1)
     delete_guard_share: float = Field(0.5, ge=0.0, le=1.0)
 

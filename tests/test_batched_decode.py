@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from pixseek.config import ModelSettings
 from pixseek.embedder import Embedder, image_geometry
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
 from pixseek.indexer.batched import embed_batched
+from pixseek.indexer.decode_processes import gpu_decoder_kinds
 from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.tensor_preprocess import orient, resize_crop
 from tests.conftest import Cli, write_config
@@ -115,7 +116,7 @@ def _row(path: Path) -> FileRow:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("read_by", ["threads", "processes"])
+@pytest.mark.parametrize("read_by", ["threads", "processes", "processes that also decode"])
 def test_batched_embeddings_match_the_reference(
     tmp_path,
     reference,  # noqa: F811
@@ -126,16 +127,25 @@ def test_batched_embeddings_match_the_reference(
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(made["jpeg"][0].read_bytes()[:2000] + b"\x00" * 50)
     rows = [_row(path) for path, _ in made.values()] + [_row(broken)]
-    embedded, leftovers = {}, []
+    embedded, leftovers, steps = {}, [], set()
+    decoders = [("cpu", "pillow")] if read_by.endswith("decode") else []
+
+    def timed(step: str) -> nullcontext:
+        steps.add(step)
+        return nullcontext()
+
     with ExitStack() as stack:
-        readers = stack.enter_context(ReadProcesses(2, LIMITS)) if read_by == "processes" else None
+        readers = None
+        if read_by != "threads":
+            readers = stack.enter_context(ReadProcesses(2, LIMITS, decoders=decoders))
         embed_batched(
             rows, [embedder], LIMITS, workers=2,
             on_embedded=lambda done: embedded.update({row.path: v for row, _, v in done}),
             on_leftover=lambda row: leftovers.append(Path(row.path).name),
             on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
-            readers=readers,
+            readers=readers, timed=timed,
         )  # fmt: skip
+    assert ("decode" in steps) == (not decoders), steps  # decoded here, or by a decode process
     jpegs = ["jpeg", "progressive jpeg", "grayscale jpeg", "exif-rotated jpeg"]
     assert sorted(Path(path).name for path in embedded) == sorted(made[n][0].name for n in jpegs)
     assert "cmyk.jpg" in leftovers and "alpha.png" in leftovers
@@ -199,6 +209,92 @@ def test_index_with_batched_decode(tmp_path, random_clip):
     assert rotated["path"] != str(root / "rotated.jpg")
     again = cli.index(root)
     assert (again["embedded"], again["unchanged"]) == (0, 5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_decode_processes_embed_as_the_lanes_do(tmp_path, random_clip, device):
+    """Decode processes (on a GPU: one per GPU decoder, crops shared through CUDA IPC) give
+    every file the vector an in-process lane gives it, each file once."""
+    dtype = "fp32" if device == "cpu" else "fp16"
+    model = Embedder(ModelSettings(name=str(random_clip), device=device, dtype=dtype))
+    rows = []
+    for number in range(5 * model.batch_size + 3):
+        path = tmp_path / f"{number:03}.jpg"
+        photo_like(64 + number, 48 + number % 7).save(path, quality=90)
+        rows.append(_row(path))
+    kinds = ["pillow"] if device == "cpu" else gpu_decoder_kinds("auto")
+    place = "cpu" if device == "cpu" else "cuda:0"
+
+    def run(decoders: list[tuple[str, str]]) -> dict[str, list[np.ndarray]]:
+        embedded: dict[str, list[np.ndarray]] = {}
+
+        def take(done: list) -> None:
+            for row, _, vector in done:
+                embedded.setdefault(row.path, []).append(vector)
+
+        with ReadProcesses(2, LIMITS, decoders=decoders) as readers:
+            embed_batched(
+                rows, [model], LIMITS, workers=2, on_embedded=take,
+                on_leftover=lambda row: pytest.fail(f"{row.path} left over"),
+                on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+                readers=readers,
+            )  # fmt: skip
+        return embedded
+
+    in_lanes, in_processes = run([]), run([(place, kind) for kind in kinds])
+    assert sorted(in_processes) == sorted(row.path for row in rows)
+    assert all(len(vectors) == 1 for vectors in in_processes.values())
+    for path, (vector,) in in_processes.items():
+        if device == "cpu":  # the same decoder both ways
+            np.testing.assert_allclose(vector, in_lanes[path][0], atol=1e-5)
+        else:  # nvImageCodec and nvjpeg round some pixels apart by a level
+            assert float(vector @ in_lanes[path][0]) >= 0.999, path
+
+
+def test_index_with_decode_processes(tmp_path, random_clip):
+    """`pixseek index` with read processes that bring a decode process (Pillow here; on a GPU,
+    nvImageCodec and nvjpeg): the files are decoded there, from the arena the read processes
+    filled, and search finds them as the in-process lanes would have indexed them."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for name in ("jpeg", "exif-rotated jpeg", "cmyk jpeg", "progressive jpeg"):
+        CASES[name](photo_like(), root)
+    (root / "broken.jpg").write_bytes((root / "plain.jpg").read_bytes()[:3000])
+    settings = {"decode": "batched", "readers": "processes", "decode_processes": "on"}
+    config = write_config(tmp_path / "c.yaml", random_clip, tmp_path / "data", **settings)
+    cli = Cli(config)
+    report = cli.index(root)
+    assert (report["added"], report["failed"], report["embedded"]) == (4, 1, 4)
+    assert {"decoded_wait", "model", "warm_libraries"} <= report["steps"].keys(), report["steps"]
+    assert not {"decode", "warm_decoders"} & report["steps"].keys(), "decoded in this process"
+    in_lanes = Cli(write_config(tmp_path / "t.yaml", random_clip, tmp_path / "t", decode="batched"))
+    in_lanes.index(root)
+    query = str(root / "rotated.jpg")
+    ours, theirs = (c.json("similar", query, "-k", "4") for c in (cli, in_lanes))
+    assert [r["path"] for r in ours] == [r["path"] for r in theirs]
+    np.testing.assert_allclose([r["score"] for r in ours], [r["score"] for r in theirs], atol=1e-4)
+
+
+def test_a_decode_process_that_died_loses_no_file(tmp_path, embedder, caplog):  # noqa: F811
+    """Its batches come back as leftovers for the CPU decode workers, with a warning."""
+    rows = []
+    for number in range(40):
+        path = tmp_path / f"{number:02}.jpg"
+        photo_like(64 + number, 48).save(path, quality=90)
+        rows.append(_row(path))
+    embedded, leftovers = [], []
+    with ReadProcesses(1, LIMITS, decoders=[("cpu", "pillow")]) as readers:
+        readers.decoding[0].process.kill()
+        readers.decoding[0].process.wait()
+        embed_batched(
+            rows, [embedder], LIMITS, workers=2,
+            on_embedded=lambda done: embedded.extend(row.path for row, _, _ in done),
+            on_leftover=lambda row: leftovers.append(row.path),
+            on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+            readers=readers,
+        )  # fmt: skip
+    assert sorted(embedded + leftovers) == sorted(row.path for row in rows)
+    assert "the decode process on cpu stopped" in caplog.text
 
 
 def test_lanes_that_start_before_the_model_loads_resize_as_the_model_will(

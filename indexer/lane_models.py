@@ -1,0 +1,85 @@
+"""What the lanes embed with, and what every kind of lane shares.
+
+A lane may start before its model has loaded (`LoadingModel`): it then holds resized batches, up
+to `HELD_CROP_BYTES`, until the model is ready, and embeds them all at once (`embed_held`).
+"""
+
+from __future__ import annotations
+
+import queue
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from pixseek.catalog import FileRow
+from pixseek.embedder import Embedder
+from pixseek.imaging import PreprocessSpec
+from pixseek.indexer.reads import Item, Timer
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+HELD_CROP_BYTES = 1 << 31  # resized images held on the device while the model loads (14,000)
+LANE_DONE = object()  # a lane's last message on the done queue
+Resized = tuple[list[Item], torch.Tensor | None, list[FileRow]]  # items, their crops, failures
+
+
+class LaneModel(Protocol):
+    """What a lane needs of a model: where it runs, its geometry and batch size, and encoding."""
+
+    device: torch.device
+    spec: PreprocessSpec
+    batch_size: int
+
+    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray: ...
+
+
+class LoadingModel:
+    """A model still loading on another thread: its device, geometry and batch size are known
+    already (from the settings and the image processor's config), so lanes can read, decode and
+    resize meanwhile; `encode_uint8` waits for the model."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        spec: PreprocessSpec,
+        batch_size: int,
+        models: Future[list[Embedder]],
+        position: int,
+    ) -> None:
+        self.device, self.spec, self.batch_size = device, spec, batch_size
+        self._models, self._position = models, position
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is ready (or failed to load: `encode_uint8` then raises why)."""
+        return self._models.done()
+
+    def wait(self) -> None:
+        """Block until the model is loaded; raise what stopped it from loading."""
+        self._models.result()
+
+    def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """Embed with the loaded model, waiting for it first."""
+        return self._models.result()[self._position].encode_uint8(batch)
+
+
+def still_loading(model: LaneModel) -> LoadingModel | None:
+    """The stand-in whose model has not loaded yet; None once it has (or for a loaded model)."""
+    return model if isinstance(model, LoadingModel) and not model.loaded else None
+
+
+def embed_held(model: LaneModel, held: Sequence[Resized], done: queue.Queue, timed: Timer) -> None:
+    """Embed the batches a lane held (waiting for the model first, if it still loads), and put
+    each on `done` as (items, vectors, failed rows)."""
+    if loading := still_loading(model):
+        with timed("model_wait"):
+            loading.wait()
+    for items, crops, failed in held:
+        vectors = None
+        if crops is not None:
+            with timed("model"):
+                vectors = model.encode_uint8(crops)
+        done.put((items, vectors, failed))

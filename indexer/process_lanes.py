@@ -1,0 +1,169 @@
+"""A lane whose decoding and resizing happen in a decode process (see `decode_processes`).
+
+Two threads serve it here: one sends each batch's places in the read arena to the decode
+process, the other takes back which slot of the shared ring holds the batch's crops, runs the
+model on that slot and gives the slot back. At most the ring's slots plus one batch are in the
+decode process at a time. While the model still loads, crops are copied out of the ring and held
+(as `batched.Lane` holds them). If the decode process fails or dies, the batches it held, and
+every batch after, come back as leftovers for the CPU decode workers: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from pixseek.indexer.decode_processes import RING_SLOTS, DecodeProcess, Entry
+from pixseek.indexer.lane_models import (
+    HELD_CROP_BYTES,
+    LANE_DONE,
+    LaneModel,
+    Resized,
+    embed_held,
+    still_loading,
+)
+from pixseek.indexer.reads import Item, Timer, untimed
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+def same_device(decoding: DecodeProcess, device: torch.device) -> bool:
+    """Whether a decode process works on `device` (`cuda` and `cuda:0` are the same GPU)."""
+    own = torch.device(decoding.device)
+    return own.type == device.type and (own.index or 0) == (device.index or 0)
+
+
+class ProcessLane:
+    """One decode process feeding one model: the same inbox and messages as `batched.Lane`."""
+
+    def __init__(
+        self,
+        embedder: LaneModel,
+        decoding: DecodeProcess,
+        offset_of: Callable[[np.ndarray], int | None],
+        done: queue.Queue,
+        timed: Timer = untimed,
+    ) -> None:
+        self.embedder = embedder
+        self.inbox: queue.Queue = queue.Queue(maxsize=1)
+        self._decoding, self._offset_of, self._done = decoding, offset_of, done
+        self._timed = timed
+        self._sent: queue.Queue = queue.Queue()
+        self._room = threading.Semaphore(RING_SLOTS + 1)
+        self._ring: torch.Tensor | None = None
+        self._alive = True
+        self._send(("configure", embedder.spec, embedder.batch_size, RING_SLOTS))
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._feed_loop,), daemon=True),
+            threading.Thread(target=self._guard, args=(self._receive_loop,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _guard(self, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as error:  # reported to the caller, which stops the run
+            self._done.put(error)
+
+    def _send(self, message: tuple) -> bool:
+        try:
+            self._decoding.connection.send(message)
+            return True
+        except (OSError, ValueError) as error:  # gone, or closed
+            self._lost(f"cannot reach it ({error})")
+            return False
+
+    def _lost(self, reason: str) -> None:
+        if self._alive:
+            log.warning(
+                "the decode process on %s stopped: %s; the CPU decode workers take its files",
+                self._decoding.device,
+                reason,
+            )
+        self._alive = False
+
+    def _entry(self, item: Item) -> Entry:
+        offset = self._offset_of(item.buffer)
+        if offset is None:  # read outside the arena: the bytes go along
+            return bytes(item.data), item.header.orientation
+        return offset, len(item.data), item.header.orientation
+
+    def _feed_loop(self) -> None:
+        """Send batches to the decode process, at most the ring's slots plus one ahead."""
+        while (batch := self.inbox.get()) is not _STOP:
+            with self._timed("lane_room_wait"):
+                self._room.acquire()
+            if self._alive:
+                self._send(("batch", [self._entry(item) for item in batch]))
+            self._sent.put(batch)
+        self._sent.put(_STOP)
+
+    def _reply(self) -> tuple[int | None, list[bool]] | None:
+        """The next batch's slot and which of its files decoded; None once the process is lost."""
+        while self._alive:
+            try:
+                with self._timed("decoded_wait"):
+                    kind, *body = self._decoding.connection.recv()
+            except (EOFError, OSError) as error:
+                self._lost(f"it ended ({error or 'no more answers'})")
+                return None
+            if kind == "ring":
+                self._ring = body[0]
+            elif kind == "error":
+                self._lost(body[0])
+            else:
+                return body[0], body[1]
+        return None
+
+    def _receive_loop(self) -> None:
+        """Embed each batch's crops from its slot, in the order sent; hold them while the model
+        loads (copied out, so the slot goes back at once)."""
+        held: list[Resized] = []
+        held_bytes = 0
+        while (batch := self._sent.get()) is not _STOP:
+            reply = self._reply()
+            self._room.release()
+            for item in batch:  # decoded (or never to be): the bytes' buffers go back
+                item.release()
+            if reply is None:
+                self._done.put(([], None, [item.row for item in batch]))
+                continue
+            slot, decoded = reply
+            good = [item for item, ok in zip(batch, decoded, strict=True) if ok]
+            failed = [item.row for item, ok in zip(batch, decoded, strict=True) if not ok]
+            crops = None
+            if slot is not None:
+                assert self._ring is not None
+                crops = self._ring[slot, : len(good)]
+                if still_loading(self.embedder):
+                    crops = crops.clone()
+                    held_bytes += crops.nbytes
+            held.append((good, crops, failed))
+            if held_bytes < HELD_CROP_BYTES and still_loading(self.embedder):
+                self._give_back(slot)
+                continue
+            embed_held(self.embedder, held, self._done, self._timed)
+            held, held_bytes = [], 0
+            self._give_back(slot)
+        embed_held(self.embedder, held, self._done, self._timed)
+        self._ring = None  # before the decode process that shares it ends
+        self._done.put(LANE_DONE)
+
+    def _give_back(self, slot: int | None) -> None:
+        """Return a slot whose crops are embedded or copied out (that GPU work finished first)."""
+        if slot is None or not self._alive:
+            return
+        if self.embedder.device.type == "cuda":
+            torch.cuda.current_stream(self.embedder.device).synchronize()
+        self._send(("free", slot))
+
+    def stop(self) -> None:
+        """Finish the batches handed in, then end both threads."""
+        self.inbox.put(_STOP)

@@ -72,14 +72,28 @@ def still_loading(model: LaneModel) -> LoadingModel | None:
 
 
 def embed_held(model: LaneModel, held: Sequence[Resized], done: queue.Queue, timed: Timer) -> None:
-    """Embed the batches a lane held (waiting for the model first, if it still loads), and put
-    each on `done` as (items, vectors, failed rows)."""
+    """Embed the batches a lane held (waiting for the model first, if it still loads), joined
+    into batches of up to the model's batch size (each model call has a fixed cost in Python),
+    and put each on `done` as (items, vectors, failed rows)."""
     if loading := still_loading(model):
         with timed("model_wait"):
             loading.wait()
-    for items, crops, failed in held:
+    for items, crops, failed in _joined(held, model.batch_size):
         vectors = None
         if crops is not None:
             with timed("model"):
                 vectors = model.encode_uint8(crops)
         done.put((items, vectors, failed))
+
+
+def _joined(held: Sequence[Resized], size: int) -> list[Resized]:
+    """Consecutive batches joined while they hold at most `size` crops together."""
+    joined: list[Resized] = []
+    for items, crops, failed in held:
+        if joined and crops is not None and len(joined[-1][0]) + len(items) <= size:
+            last_items, last_crops, last_failed = joined[-1]
+            together = crops if last_crops is None else torch.cat([last_crops, crops])
+            joined[-1] = (last_items + items, together, last_failed + failed)
+        else:
+            joined.append((items, crops, failed))
+    return joined

@@ -12,6 +12,7 @@ every batch after, come back as leftovers for the CPU decode workers: nothing is
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import threading
 from collections.abc import Callable
@@ -114,6 +115,9 @@ class ProcessLane:
                     kind, *body = self._decoding.connection.recv()
             except (EOFError, OSError) as error:
                 self._lost(f"it ended ({error or 'no more answers'})")
+                return None
+            except (RuntimeError, pickle.UnpicklingError) as error:  # the ring could not be shared
+                self._lost(f"its answer could not be read ({error})")
                 return None
             if kind == "ring":
                 self._ring = body[0]

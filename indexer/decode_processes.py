@@ -221,6 +221,7 @@ class _Decoding:
 def serve(arena_descriptor: int, socket_descriptor: int, device: str, decoder: str) -> None:
     """One decode process: decode what the indexing process sends until it closes the socket."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the indexing process decides when to stop
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the libraries' notes stay off `--json`
     arena = np.frombuffer(mmap.mmap(arena_descriptor, os.fstat(arena_descriptor).st_size), np.uint8)
     os.close(arena_descriptor)
     connection = Connection(socket_descriptor)

@@ -60,6 +60,7 @@ class ProcessLane:
         self._room = threading.Semaphore(RING_SLOTS + 1)
         self._ring: torch.Tensor | None = None
         self._alive = True
+        self._sending = threading.Lock()
         self._send(("configure", embedder.spec, embedder.batch_size, RING_SLOTS))
         self._threads = [
             threading.Thread(target=self._guard, args=(self._feed_loop,), daemon=True),
@@ -74,13 +75,13 @@ class ProcessLane:
         except BaseException as error:  # reported to the caller, which stops the run
             self._done.put(error)
 
-    def _send(self, message: tuple) -> bool:
+    def _send(self, message: tuple) -> None:
+        """Send from either thread (one at a time: a long message goes out in several writes)."""
         try:
-            self._decoding.connection.send(message)
-            return True
+            with self._sending:
+                self._decoding.connection.send(message)
         except (OSError, ValueError) as error:  # gone, or closed
             self._lost(f"cannot reach it ({error})")
-            return False
 
     def _lost(self, reason: str) -> None:
         if self._alive:

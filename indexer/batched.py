@@ -223,12 +223,16 @@ def embed_batched(
             items = [item for item in items if item.row.content_hash not in known]
             if not items:
                 return
-        lane = lanes[turn % len(lanes)]
-        turn += 1
-        while True:
+        while True:  # the next lane in turn with room takes it: a faster lane takes more
             drain(block=False)
+            for step in range(len(lanes)):
+                with contextlib.suppress(queue.Full):
+                    lanes[(turn + step) % len(lanes)].inbox.put_nowait(items)
+                    turn += step + 1
+                    return
             with timed("lane_wait"), contextlib.suppress(queue.Full):
-                lane.inbox.put(items, timeout=0.05)
+                lanes[turn % len(lanes)].inbox.put(items, timeout=0.01)
+                turn += 1
                 return
 
     def drain(block: bool) -> None:

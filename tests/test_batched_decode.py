@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -186,6 +187,35 @@ def test_several_lanes_share_the_work(tmp_path, random_clip, device):
     assert all(len(vectors) == 1 for vectors in shared.values())
     for path, (vector,) in shared.items():
         np.testing.assert_allclose(vector, alone[path][0], atol=1e-5 if dtype == "fp32" else 2e-3)
+
+
+def test_a_faster_lane_takes_more_batches(tmp_path, embedder):  # noqa: F811
+    """Batches go to the next lane with room, not strictly in turn: a lane whose GPU decodes
+    faster (here, whose model answers at once) is not held to the pace of a slow one."""
+
+    class Timed:
+        def __init__(self, delay: float) -> None:
+            self.device, self.spec, self.batch_size = embedder.device, embedder.spec, 4
+            self.delay, self.images = delay, 0
+
+        def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
+            time.sleep(self.delay)
+            self.images += len(batch)
+            return embedder.encode_uint8(batch)
+
+    rows = []
+    for number in range(4 * 16):
+        path = tmp_path / f"{number:02}.jpg"
+        photo_like(64 + number, 48).save(path, quality=90)
+        rows.append(_row(path))
+    fast, slow = Timed(0.0), Timed(0.25)
+    embed_batched(
+        rows, [fast, slow], LIMITS, workers=2, on_embedded=lambda done: None,
+        on_leftover=lambda row: pytest.fail(f"{row.path} left over"),
+        on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
+    )  # fmt: skip
+    assert fast.images + slow.images == len(rows)
+    assert fast.images >= 2 * slow.images, (fast.images, slow.images)
 
 
 def test_index_with_batched_decode(tmp_path, random_clip):

@@ -6,9 +6,8 @@ processes brought decode processes for a device, one `ProcessLane` per decode pr
 lane here runs two threads — decode, and resize+embed — with a short queue between them, each on
 its own CUDA stream, so the next batch decodes while the model runs on this one. A lane may start
 before its model has loaded (`lane_models.LoadingModel`): it then holds resized batches until
-the model is ready. Files the
-batched path can't take (other formats, CMYK, oversized or corrupt JPEGs) come back as leftovers
-for the CPU decode workers, which give every failure its reason.
+the model is ready. Files the batched path can't take (other formats, CMYK, oversized or corrupt
+JPEGs) come back as leftovers for the CPU decode workers, which give every failure its reason.
 """
 
 from __future__ import annotations
@@ -197,15 +196,14 @@ def embed_batched(
     batch_size = embedders[0].batch_size
     done: queue.Queue = queue.Queue()
     lanes: list[Lane | ProcessLane] = []
+    processes = readers.decoding if readers is not None else []
     for embedder in embedders:
-        decoding = [
-            d for d in (readers.decoding if readers else []) if same_device(d, embedder.device)
-        ]
-        if readers is None or not decoding:
+        decoding = [d for d in processes if same_device(d, embedder.device)]
+        if readers is not None and decoding:
+            offset_of = readers.buffers.offset
+            lanes.extend(ProcessLane(embedder, d, offset_of, done, timed) for d in decoding)
+        else:
             lanes.append(Lane(embedder, threads, done, decoder, timed))
-            continue
-        offset_of = readers.buffers.offset
-        lanes.extend(ProcessLane(embedder, d, offset_of, done, timed) for d in decoding)
     running = len(lanes)
     batch: list[Item] = []
     pixels = 0

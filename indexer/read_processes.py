@@ -6,7 +6,8 @@ that work with interpreters of their own: the indexing process picks a buffer fo
 an arena both sides map (an anonymous `memfd`, sparse, so untouched room costs nothing), sends
 the paths, and gets back per file its length, content hash and JPEG header. A file that does
 not fit its buffer (it grew since the scan), an arena that is full or a read process that died
-falls back to reading in this process, so nothing is lost.
+falls back to reading in this process, so nothing is lost. Decode processes (see
+`decode_processes`) start with the read processes, where wanted, and decode from the same arena.
 
 Run as `python -m pixseek.indexer.read_processes FD` it is one read process: it maps the arena
 from the inherited descriptor FD and answers groups of files from stdin on stdout (pickles).

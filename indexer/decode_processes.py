@@ -125,7 +125,7 @@ class _Decoding:
         self.ring: torch.Tensor | None = None
         self.free: list[int] = []
         self.waiting: deque[list[Entry]] = deque()
-        self.unpublished: tuple[int | None, list[bool], Any, object] | None = None
+        self.unpublished: tuple[int, list[bool], Any, object] | None = None
         self._decode_stream = self._stream()
         self._resize_stream = self._stream()
 

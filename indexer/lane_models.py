@@ -87,13 +87,22 @@ def embed_held(model: LaneModel, held: Sequence[Resized], done: queue.Queue, tim
 
 
 def _joined(held: Sequence[Resized], size: int) -> list[Resized]:
-    """Consecutive batches joined while they hold at most `size` crops together."""
-    joined: list[Resized] = []
-    for items, crops, failed in held:
-        if joined and crops is not None and len(joined[-1][0]) + len(items) <= size:
-            last_items, last_crops, last_failed = joined[-1]
-            together = crops if last_crops is None else torch.cat([last_crops, crops])
-            joined[-1] = (last_items + items, together, last_failed + failed)
+    """Consecutive batches joined while they hold at most `size` crops together (each group's
+    crops copied together once)."""
+    groups: list[list[Resized]] = []
+    for batch in held:
+        group = groups[-1] if groups else None
+        if group and batch[1] is not None and sum(len(b[0]) for b in group) + len(batch[0]) <= size:
+            group.append(batch)
         else:
-            joined.append((items, crops, failed))
-    return joined
+            groups.append([batch])
+    return [_together(group) for group in groups]
+
+
+def _together(group: list[Resized]) -> Resized:
+    crops = [crops for _, crops, _ in group if crops is not None]
+    return (
+        [item for items, _, _ in group for item in items],
+        (crops[0] if len(crops) == 1 else torch.cat(crops)) if crops else None,
+        [row for _, _, failed in group for row in failed],
+    )

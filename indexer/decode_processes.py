@@ -87,6 +87,17 @@ class DecodeProcess:
         finally:
             theirs.close()
         self.connection = Connection(ours.detach())
+        self._configured: tuple[PreprocessSpec, int] | None = None
+
+    def configure(self, spec: PreprocessSpec, batch_size: int) -> None:
+        """Have the process make its ring of crops for this geometry and model batch size (sent
+        once; again only if they change). Sent as soon as they are known, the ring is ready
+        before the first batch comes."""
+        if self._configured == (spec, batch_size):
+            return
+        self._configured = (spec, batch_size)
+        with contextlib.suppress(OSError, ValueError):  # gone: its lane finds out and says so
+            self.connection.send(("configure", spec, batch_size, RING_SLOTS))
 
     def close(self) -> None:
         """End the process (it finishes the batch it is on); a thread reaps it, so the run does

@@ -61,7 +61,7 @@ class ProcessLane:
         self._ring: torch.Tensor | None = None
         self._alive = True
         self._sending = threading.Lock()
-        self._send(("configure", embedder.spec, embedder.batch_size, RING_SLOTS))
+        decoding.configure(embedder.spec, embedder.batch_size)
         self._threads = [
             threading.Thread(target=self._guard, args=(self._feed_loop,), daemon=True),
             threading.Thread(target=self._guard, args=(self._receive_loop,), daemon=True),

@@ -46,7 +46,7 @@ from pixseek.indexer.reads import (
 )
 
 if TYPE_CHECKING:
-    from pixseek.config import Settings
+    from pixseek.config import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,22 @@ class ReadProcesses:
         worker = _Worker(process, process.stdin, process.stdout)
         self._send(worker, self.limits)
         return worker
+
+    def configure_decoding(self, model: ModelSettings) -> None:
+        """Have the decode processes make their rings for `model` now, before the run needs
+        them (a model whose geometry cannot be read is left for the run to report)."""
+        import torch
+
+        from pixseek.embedder import MODEL_FILE_ERRORS, image_geometry, resolve_batch_size
+
+        try:
+            spec = image_geometry(model.name)
+        except MODEL_FILE_ERRORS:
+            return
+        for decoding in self.decoding:
+            decoding.configure(
+                spec, resolve_batch_size(model.batch_size, torch.device(decoding.device))
+            )
 
     @property
     def pids(self) -> list[int]:

@@ -39,6 +39,7 @@ from pixseek.cli_support import (
     out,
     remote_call,
     settings,
+    start_indexing,
 )
 from pixseek.config import flatten
 
@@ -92,8 +93,6 @@ def index(
     ] = False,
 ) -> None:
     """Index folders once: new, edited, moved and deleted files are brought up to date."""
-    from pixseek.indexer.read_processes import start_early
-
     loaded = settings(
         config,
         **{"model.name": model, "model.device": device, "data_dir": data_dir},
@@ -103,7 +102,7 @@ def index(
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")
         raise typer.Exit(2)
-    early_readers = start_early(loaded.settings)  # they start while torch is imported
+    early_readers = start_indexing(loaded)
     from pixseek.indexer.pipeline import index_roots
 
     columns = (
@@ -148,7 +147,6 @@ def watch(
     """Index folders, then keep watching them until interrupted (Ctrl-C)."""
     import threading
 
-    from pixseek.indexer.read_processes import start_early
     from pixseek.indexer.scan import normalise_root
 
     loaded = model_settings(config, model, device, data_dir)
@@ -156,7 +154,7 @@ def watch(
     if not roots:
         err.print("error: name at least one folder, or set indexer.roots in the config")
         raise typer.Exit(2)
-    early_readers = start_early(loaded.settings)  # they start while torch is imported
+    early_readers = start_indexing(loaded)
     from pixseek.indexer.watch import watch as run_watch
 
     def show(report) -> None:
@@ -193,7 +191,6 @@ def serve(
     """Index, keep watching, and serve the search UI and JSON API, all in one process."""
     import threading
 
-    from pixseek.indexer.read_processes import start_early
     from pixseek.indexer.scan import normalise_root
 
     loaded = settings(
@@ -215,7 +212,7 @@ def serve(
         err.print(f"error: cannot listen on {web.host}:{web.port} (web.host, web.port): {problem}")
         raise typer.Exit(1)
     roots = [] if no_index else [normalise_root(r) for r in paths or loaded.settings.indexer.roots]
-    early_readers = start_early(loaded.settings) if roots else None  # while torch is imported
+    early_readers = start_indexing(loaded) if roots else None
     import uvicorn
 
     from pixseek.indexer.status import WatchStatus

@@ -17,6 +17,7 @@ from rich.console import Console
 from pixseek.config import ConfigError, LoadedConfig, load_config
 
 if TYPE_CHECKING:
+    from pixseek.indexer.read_processes import ReadProcesses
     from pixseek.library import Library
 
 T = TypeVar("T")
@@ -84,6 +85,18 @@ def _fail(message: str) -> NoReturn:
     """End the command with `error: message` and exit status 1."""
     err.print(f"error: {message}", highlight=False, markup=False)
     raise typer.Exit(1)
+
+
+def start_indexing(loaded: LoadedConfig) -> ReadProcesses | None:
+    """Read processes (and decode processes) for a command that indexes, started before the
+    rest of its imports, which they do on their own meanwhile (see `read_processes.start_early`);
+    then the decode processes make their rings for the model, before the run needs them."""
+    from pixseek.indexer.read_processes import start_early
+
+    readers = start_early(loaded.settings)
+    if readers is not None:
+        readers.configure_decoding(loaded.settings.model)
+    return readers
 
 
 @contextmanager

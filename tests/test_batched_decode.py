@@ -336,16 +336,21 @@ def test_lanes_that_start_before_the_model_loads_resize_as_the_model_will(
     assert image_geometry(str(random_clip)) == embedder.spec
 
 
-def test_a_model_that_cannot_load_stops_a_batched_run_with_the_reason(tmp_path, random_clip):
-    """The lanes start on the model's config before its weights load; weights that are missing
-    still end the run with the loading error, and nothing is recorded as indexed."""
+@pytest.mark.parametrize("decode_processes", ["off", "on"])
+def test_a_model_that_cannot_load_stops_a_batched_run_with_the_reason(
+    tmp_path, random_clip, decode_processes
+):
+    """The lanes start on the model's config before its weights load (in this process, or in
+    decode processes); weights that are missing still end the run with the loading error, and
+    nothing is recorded as indexed."""
     model = shutil.copytree(random_clip, tmp_path / "model")
     for weights in model.glob("*.safetensors"):
         weights.unlink()
     root = tmp_path / "photos"
     root.mkdir()
     CASES["jpeg"](photo_like(), root)
-    config = write_config(tmp_path / "c.yaml", model, tmp_path / "data", decode="batched")
+    settings = {"decode": "batched", "readers": "processes", "decode_processes": decode_processes}
+    config = write_config(tmp_path / "c.yaml", model, tmp_path / "data", **settings)
     cli = Cli(config)
     output = cli.run("index", str(root), expect=1)
     assert "cannot load model" in output and str(model) in output

@@ -29,14 +29,7 @@ from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits
 from pixseek.indexer.decode import worker_count
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
-from pixseek.indexer.lane_models import (
-    HELD_CROP_BYTES,
-    LANE_DONE,
-    LaneModel,
-    Resized,
-    embed_held,
-    still_loading,
-)
+from pixseek.indexer.lane_models import LANE_DONE, HeldBatches, LaneModel
 from pixseek.indexer.process_lanes import ProcessLane, same_device
 from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.indexer.reads import Item, Timer, read_items, read_threads, untimed
@@ -116,21 +109,17 @@ class Lane:
     def _embed_loop(self) -> None:
         """Resize, then embed; while the model is still loading, resized batches are held (up
         to `HELD_CROP_BYTES`), so reading and decoding start without waiting for it."""
-        held: list[Resized] = []
-        held_bytes = 0
+        held = HeldBatches(self.embedder, self._done, self._timed)
         while (ready := self._ready.get()) is not _STOP:
             items, upright, failed = ready
             crops = None
             if upright:
                 with self._timed("resize"):
                     crops = resize_crop(upright, self.embedder.spec)
-            held.append((items, crops, failed))
-            held_bytes += crops.nbytes if crops is not None else 0
-            if held_bytes < HELD_CROP_BYTES and still_loading(self.embedder):
-                continue
-            embed_held(self.embedder, held, self._done, self._timed)
-            held, held_bytes = [], 0
-        embed_held(self.embedder, held, self._done, self._timed)
+            held.add((items, crops, failed))
+            if not held.waiting_for_model:
+                held.embed()
+        held.embed()
         self._done.put(LANE_DONE)
 
     def stop(self) -> None:

@@ -1,7 +1,7 @@
 """What the lanes embed with, and what every kind of lane shares.
 
 A lane may start before its model has loaded (`LoadingModel`): it then holds resized batches, up
-to `HELD_CROP_BYTES`, until the model is ready, and embeds them all at once (`embed_held`).
+to `HELD_CROP_BYTES`, until the model is ready, and embeds them all at once (`HeldBatches`).
 """
 
 from __future__ import annotations
@@ -71,19 +71,42 @@ def still_loading(model: LaneModel) -> LoadingModel | None:
     return model if isinstance(model, LoadingModel) and not model.loaded else None
 
 
-def embed_held(model: LaneModel, held: Sequence[Resized], done: queue.Queue, timed: Timer) -> None:
-    """Embed the batches a lane held (waiting for the model first, if it still loads), joined
-    into batches of up to the model's batch size (each model call has a fixed cost in Python),
-    and put each on `done` as (items, vectors, failed rows)."""
-    if loading := still_loading(model):
-        with timed("model_wait"):
-            loading.wait()
-    for items, crops, failed in _joined(held, model.batch_size):
-        vectors = None
-        if crops is not None:
-            with timed("model"):
-                vectors = model.encode_uint8(crops)
-        done.put((items, vectors, failed))
+class HeldBatches:
+    """Resized batches a lane holds before it embeds them: while its model still loads (up to
+    `HELD_CROP_BYTES`), or until they fill a model batch (each model call has a fixed cost in
+    Python)."""
+
+    def __init__(self, model: LaneModel, done: queue.Queue, timed: Timer) -> None:
+        self.model, self._done, self._timed = model, done, timed
+        self._batches: list[Resized] = []
+        self.images = self._bytes = 0
+
+    def add(self, batch: Resized) -> None:
+        """Hold one more batch: (items, their crops or None, failed rows)."""
+        self._batches.append(batch)
+        self.images += len(batch[0])
+        self._bytes += batch[1].nbytes if batch[1] is not None else 0
+
+    @property
+    def waiting_for_model(self) -> bool:
+        """Whether the model still loads and there is room to hold more meanwhile."""
+        return self._bytes < HELD_CROP_BYTES and still_loading(self.model) is not None
+
+    def embed(self) -> None:
+        """Embed what is held (waiting for the model first, if it still loads), joined into
+        batches of up to the model's batch size, and put each on `done` as (items, vectors,
+        failed rows)."""
+        if loading := still_loading(self.model):
+            with self._timed("model_wait"):
+                loading.wait()
+        for items, crops, failed in _joined(self._batches, self.model.batch_size):
+            vectors = None
+            if crops is not None:
+                with self._timed("model"):
+                    vectors = self.model.encode_uint8(crops)
+            self._done.put((items, vectors, failed))
+        self._batches = []
+        self.images = self._bytes = 0
 
 
 def _joined(held: Sequence[Resized], size: int) -> list[Resized]:

@@ -21,14 +21,7 @@ import numpy as np
 import torch
 
 from pixseek.indexer.decode_processes import RING_SLOTS, DecodeProcess, Entry
-from pixseek.indexer.lane_models import (
-    HELD_CROP_BYTES,
-    LANE_DONE,
-    LaneModel,
-    Resized,
-    embed_held,
-    still_loading,
-)
+from pixseek.indexer.lane_models import LANE_DONE, HeldBatches, LaneModel
 from pixseek.indexer.reads import Item, Timer, untimed
 
 log = logging.getLogger(__name__)
@@ -132,8 +125,7 @@ class ProcessLane:
         """Take each batch's crops out of its slot, in the order sent, and give the slot back at
         once, so the decode process never waits for the model; embed what has gathered when it
         fills a model batch or no more crops are waiting (and not while the model loads)."""
-        gathered: list[Resized] = []
-        count = held_bytes = 0
+        gathered = HeldBatches(self.embedder, self._done, self._timed)
         while (batch := self._sent.get()) is not _STOP:
             reply = self._reply()
             self._room.release()
@@ -150,16 +142,13 @@ class ProcessLane:
                 assert self._ring is not None
                 crops = self._ring[slot, : len(good)].clone()
                 self._give_back(slot)
-                held_bytes += crops.nbytes
-            gathered.append((good, crops, failed))
-            count += len(good)
-            if still_loading(self.embedder) and held_bytes < HELD_CROP_BYTES:
+            gathered.add((good, crops, failed))
+            if gathered.waiting_for_model:
                 continue
-            if count < self.embedder.batch_size and self._more_waiting():
+            if gathered.images < self.embedder.batch_size and self._more_waiting():
                 continue
-            embed_held(self.embedder, gathered, self._done, self._timed)
-            gathered, count, held_bytes = [], 0, 0
-        embed_held(self.embedder, gathered, self._done, self._timed)
+            gathered.embed()
+        gathered.embed()
         self._ring = None  # before the decode process that shares it ends
         self._done.put(LANE_DONE)
 

@@ -1,7 +1,7 @@
 """GPU indexing benchmark: `pixseek index` end to end against the hardware JPEG-decode limit.
 
 On one GPU machine, in one run: generate photo-like 12 MP (4000x3000) and 640x480 JPEGs on local
-disk, then measure for each set
+disk, then measure for each set (c first, while this process holds no GPU memory or decoders)
   (a) decode-only limit: nvImageCodec on the hardware JPEG engines (batch 128, bytes in memory),
       and torchvision nvjpeg for comparison;
   (b) the naive loop of bench/index_cpu.py (PIL → CLIPProcessor → model, one image at a time; the
@@ -332,15 +332,16 @@ def main() -> int:
                     flush=True,
                 )
             continue
+        # first, while this process holds no GPU memory or decoders of its own
+        report = pixseek_index(
+            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile,
+            args.readers, args.metadata, args.decode_processes,
+        )  # fmt: skip
         limits = decode_only(paths)
         stages = stage_rates(paths, model_dir)
         for stage, rate in stages.items():
             print(f"  {name} stage {stage}: {rate:,.0f}/s", flush=True)
         naive_rate = naive(paths[: args.naive], model_dir)
-        report = pixseek_index(
-            work / name, model_dir, work / f"run-{name}", args.hnsw, args.decoder, profile,
-            args.readers, args.metadata, args.decode_processes,
-        )  # fmt: skip
         cached = report["decoded"] / report["cached_s"]
         searchable = report["decoded"] / report["elapsed"]
         store = Store(StoreSettings(), work / f"chroma-default-{name}", "default")

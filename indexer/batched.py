@@ -28,7 +28,6 @@ from pixseek.catalog import FileRow
 from pixseek.embedder import Embedder
 from pixseek.imaging import ImageError, JpegHeader, Limits
 from pixseek.indexer.decode import worker_count
-from pixseek.indexer.decode_processes import RING_SLOTS
 from pixseek.indexer.jpeg_decoders import gpu_decoder, make_decoder
 from pixseek.indexer.lane_models import LANE_DONE, HeldBatches, LaneModel
 from pixseek.indexer.process_lanes import ProcessLane, same_device
@@ -38,8 +37,6 @@ from pixseek.tensor_preprocess import orient, resize_crop
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 BATCH_PIXELS = 512_000_000  # a batch is cut here too: 42 photos of 12 MP, about 1.5 GB decoded
-LANE_DEPTH = RING_SLOTS + 2  # batches one lane can hold: its inbox, the ring's slots, one more
-SMALLEST_TAIL_BATCH = 8
 _STOP = object()
 _WARMED: weakref.WeakSet[Embedder] = weakref.WeakSet()
 Embedded = tuple[FileRow, JpegHeader, np.ndarray | None]  # None: the cache has its vector
@@ -162,15 +159,6 @@ def warm_model(embedders: Sequence[Embedder]) -> None:
         _WARMED.add(embedder)
 
 
-def batch_limit(remaining: int, lanes: int, batch_size: int) -> int:
-    """How many files the next batch may hold, with `remaining` files still to hand out: the
-    model's batch size until the last few lane-loads, then less and less. Each lane holds up to
-    `LANE_DEPTH` batches; were the last ones all full, the lane that took them would go on
-    alone while the others have nothing left (at 12 MP, up to a second of a three-second run)."""
-    share = -(-remaining // (lanes * LANE_DEPTH))
-    return min(batch_size, max(SMALLEST_TAIL_BATCH, share))
-
-
 def embed_batched(
     rows: Sequence[FileRow],
     embedders: Sequence[LaneModel],
@@ -186,8 +174,7 @@ def embed_batched(
 ) -> None:
     """Embed `rows` through the lanes; callbacks run on the calling thread, in arrival order.
 
-    A batch holds at most the model's batch size (less near the end: `batch_limit`), and at
-    most `BATCH_PIXELS` decoded pixels.
+    A batch holds at most the model's batch size, and at most `BATCH_PIXELS` decoded pixels.
     Files whose content hash `cached` names (rows hashed only as they were read) skip the
     lanes: `on_embedded` gets them with None for a vector. `timed` times the steps: waiting for
     reads, for a free lane and for the last batches, decoding, resizing and the model, and
@@ -264,14 +251,11 @@ def embed_batched(
         results = read_items(rows, limits, read_threads(rows, threads), window, timed)
     else:
         results = readers.read_items(rows, window, timed)
-    unread = len(rows)
     for result in results:
-        unread -= 1
         if isinstance(result, Item):
             batch.append(result)
             pixels += result.header.width * result.header.height
-            full = len(batch) >= batch_limit(len(batch) + unread, len(lanes), batch_size)
-            if full or pixels >= BATCH_PIXELS:
+            if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
                 hand_over(batch)
                 batch, pixels = [], 0
         elif isinstance(result, tuple):

@@ -21,7 +21,7 @@ from pixseek.catalog import Catalog, FileRow, content_hash
 from pixseek.config import ModelSettings
 from pixseek.embedder import Embedder, image_geometry
 from pixseek.imaging import Limits, PreprocessSpec, preprocess, read_jpeg_header
-from pixseek.indexer.batched import LANE_DEPTH, batch_limit, embed_batched
+from pixseek.indexer.batched import embed_batched
 from pixseek.indexer.decode_processes import gpu_decoder_kinds
 from pixseek.indexer.read_processes import ReadProcesses
 from pixseek.tensor_preprocess import orient, resize_crop
@@ -216,40 +216,6 @@ def test_a_faster_lane_takes_more_batches(tmp_path, embedder):  # noqa: F811
     )  # fmt: skip
     assert fast.images + slow.images == len(rows)
     assert fast.images >= 2 * slow.images, (fast.images, slow.images)
-
-
-def test_the_last_batches_shrink_so_lanes_finish_together(tmp_path, embedder):  # noqa: F811
-    """Full batches while much is left; near the end, each batch is a share of what is left,
-    so no lane is left alone with several full batches while the others have none."""
-    assert batch_limit(100_000, 2, 256) == 256
-    assert batch_limit(2 * LANE_DEPTH * 100, 2, 256) == 100
-    assert batch_limit(5, 2, 256) == 8 and batch_limit(5, 2, 4) == 4
-
-    class Recording:
-        def __init__(self) -> None:
-            self.device, self.spec, self.batch_size = embedder.device, embedder.spec, 16
-            self.sizes: list[int] = []
-
-        def encode_uint8(self, batch: torch.Tensor) -> np.ndarray:
-            self.sizes.append(len(batch))
-            return embedder.encode_uint8(batch)
-
-    rows = []
-    for number in range(200):
-        path = tmp_path / f"{number:03}.jpg"
-        photo_like(64 + number % 50, 48).save(path, quality=90)
-        rows.append(_row(path))
-    model = Recording()
-    embed_batched(
-        rows, [model], LIMITS, workers=2, on_embedded=lambda done: None,
-        on_leftover=lambda row: pytest.fail(f"{row.path} left over"),
-        on_refused=lambda row, error: pytest.fail(f"{row.path}: {error}"),
-    )  # fmt: skip
-    assert sum(model.sizes) == len(rows)
-    assert model.sizes[:5] == [16] * 5
-    first_short = next(index for index, size in enumerate(model.sizes) if size < 16)
-    tail = model.sizes[first_short:]
-    assert tail == sorted(tail, reverse=True) and len(tail) >= 4, str(model.sizes)
 
 
 def test_index_with_batched_decode(tmp_path, random_clip):

@@ -20,9 +20,11 @@ import logging
 import mmap
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -328,16 +330,25 @@ def serve(descriptor: int) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print can't corrupt the answers
     tasks = sys.stdin.buffer
     limits: Limits = pickle.load(tasks)
+    taken: queue.SimpleQueue[list[Entry] | None] = queue.SimpleQueue()
+    threading.Thread(target=_take_tasks, args=(tasks, taken), daemon=True).start()
     try:
-        while True:
-            try:
-                entries: list[Entry] = pickle.load(tasks)
-            except EOFError:
-                return
+        while (entries := taken.get()) is not None:
             pickle.dump([_answer(arena, limits, e) for e in entries], answers, -1)
             answers.flush()
     except BrokenPipeError:
         return  # the indexing process stopped reading: it is ending the run
+
+
+def _take_tasks(tasks: IO[bytes], taken: queue.SimpleQueue) -> None:
+    """Take every group as soon as it is sent (None at the end). Were groups taken only between
+    answers, a long read-ahead would fill both pipes: this process waiting to send answers
+    that the indexing process, itself waiting to send more groups, has not yet asked for."""
+    try:
+        while True:
+            taken.put(pickle.load(tasks))
+    except (EOFError, OSError, pickle.UnpicklingError):
+        taken.put(None)
 
 
 if __name__ == "__main__":

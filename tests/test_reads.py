@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -174,3 +175,28 @@ def test_read_processes_started_early_serve_a_large_batched_run_and_end_for_othe
     assert small is not None
     assert start_read_processes(MIN_FILES - 1, 4, "auto", LIMITS, small) is None
     assert not any(Path(f"/proc/{pid}").exists() for pid in small.pids), "ended, not left over"
+
+
+def test_a_wide_read_window_never_stalls_the_read_processes(tmp_path):
+    """A run with large model batches reads far ahead (twice the batch): the read processes'
+    answers must not pile up in their pipes while this process is still sending them files,
+    or both sides wait for each other for ever."""
+    folder = tmp_path / ("long-folder-name-" * 12)
+    folder.mkdir()
+    jpeg = folder / "photo.jpg"
+    jpeg.write_bytes(_jpeg(64, 48, 80))
+    rows = [replace(_row(jpeg), id=f"r{number}") for number in range(4096)]
+    results: list = []
+    with ReadProcesses(1, LIMITS) as readers:
+        reading = threading.Thread(
+            target=lambda: results.extend(readers.read_items(rows, 2 * 2048)), daemon=True
+        )
+        reading.start()
+        reading.join(timeout=60)
+        stalled = reading.is_alive()
+        if stalled:  # end the read process, so the reading thread can end too
+            os.kill(readers.pids[0], signal.SIGKILL)
+            reading.join(timeout=30)
+    assert not stalled, "reading stalled"
+    assert len(results) == len(rows)
+    assert all(isinstance(item, Item) for item in results)

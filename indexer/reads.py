@@ -45,7 +45,9 @@ class Buffers:
         self._lock = threading.Lock()
         self._arena = arena
         self._carved = 0
-        self._offsets: dict[int, int] = {}  # id of a buffer carved from the arena: its offset
+        # id of each buffer carved from the arena: the buffer (kept, so no other array can
+        # take its id) and where it starts
+        self._carved_at: dict[int, tuple[np.ndarray, int]] = {}
 
     def take(self, size: int) -> np.ndarray:
         """A buffer of at least `size` bytes (its contents are left over from earlier use)."""
@@ -56,7 +58,7 @@ class Buffers:
                 return free.pop()
             if self._arena is not None and self._carved + capacity <= len(self._arena):
                 buffer = self._arena[self._carved : self._carved + capacity]
-                self._offsets[id(buffer)] = self._carved
+                self._carved_at[id(buffer)] = (buffer, self._carved)
                 self._carved += capacity
                 return buffer
         return np.empty(capacity, dtype=np.uint8)
@@ -67,10 +69,11 @@ class Buffers:
             self._free[len(buffer)].append(buffer)
 
     def offset(self, buffer: np.ndarray) -> int | None:
-        """Where a buffer from `take` starts in the arena; None for a buffer of its own. (Carved
-        buffers live as long as the pool, so their ids stay theirs; a lookup by id is some 30
-        times cheaper than reading two arrays' addresses, and it is made twice per file.)"""
-        return self._offsets.get(id(buffer))
+        """Where a buffer from `take` starts in the arena; None for a buffer of its own. (A
+        lookup by id is some 30 times cheaper than reading two arrays' addresses, and it is
+        made twice per file.)"""
+        carved = self._carved_at.get(id(buffer))
+        return carved[1] if carved is not None else None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -200,3 +201,25 @@ def test_a_wide_read_window_never_stalls_the_read_processes(tmp_path):
     assert not stalled, "reading stalled"
     assert len(results) == len(rows)
     assert all(isinstance(item, Item) for item in results)
+
+
+def test_each_buffer_knows_its_own_place_in_the_arena():
+    """Read processes write a file where `offset` says its buffer starts: the place must be the
+    buffer's own, also for buffers given back and taken again, and a buffer of its own (the
+    arena full) has none, even after carved buffers are dropped by their users."""
+    arena = np.zeros(4 << 16, dtype=np.uint8)
+    buffers = Buffers(arena)
+    carved = [buffers.take(1 << 16) for _ in range(4)]
+    private = buffers.take(1 << 16)
+    assert buffers.offset(private) is None
+    for number, buffer in enumerate(carved):
+        buffer[:] = number + 1
+        start = buffers.offset(buffer)
+        assert start is not None and (arena[start : start + len(buffer)] == number + 1).all()
+    buffers.give(carved[0])
+    buffers.give(carved[1])
+    del carved, buffer  # two of them never given back
+    fresh = [np.empty(1 << 16, dtype=np.uint8) for _ in range(64)]  # may take freed ids
+    assert all(buffers.offset(buffer) is None for buffer in fresh)
+    again = [buffers.take(1 << 16) for _ in range(2)]
+    assert sorted(buffers.offset(buffer) for buffer in again) == [0, 1 << 16]

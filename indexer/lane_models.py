@@ -113,12 +113,14 @@ def _joined(held: Sequence[Resized], size: int) -> list[Resized]:
     """Consecutive batches joined while they hold at most `size` crops together (each group's
     crops copied together once)."""
     groups: list[list[Resized]] = []
+    in_last = 0  # crops in the last group
     for batch in held:
-        group = groups[-1] if groups else None
-        if group and batch[1] is not None and sum(len(b[0]) for b in group) + len(batch[0]) <= size:
-            group.append(batch)
+        if groups and batch[1] is not None and in_last + len(batch[0]) <= size:
+            groups[-1].append(batch)
+            in_last += len(batch[0])
         else:
             groups.append([batch])
+            in_last = len(batch[0])
     return [_together(group) for group in groups]
 
 
